@@ -27,6 +27,7 @@ __all__ = [
     "RegistrationRequest",
     "ServiceOffer",
     "Upstream",
+    "offer_manifest",
 ]
 
 DEFAULT_PORT = 11434
@@ -284,3 +285,55 @@ class RegistrationRequest:
             chain=_str(spec.get("chain")),
             status=_map(raw.get("status")),
         )
+
+
+def offer_manifest(
+    name: str,
+    *,
+    namespace: str,
+    upstream: str,
+    pay_to: str,
+    upstream_namespace: str = "",
+    port: int | None = None,
+    network: str = "base-sepolia",
+    price: Mapping[str, str] | None = None,
+    health_path: str | None = None,
+    type: str | None = None,
+    model: Mapping[str, str] | None = None,
+    path: str | None = None,
+    gate_mode: str | None = None,
+    max_timeout_seconds: int | None = None,
+    registration: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ServiceOffer manifest carrying only what the caller decided (the server applies defaults)."""
+    up: dict[str, Any] = {"service": upstream, "namespace": upstream_namespace}
+    if port is not None:
+        up["port"] = port
+    if health_path is not None:
+        up["healthPath"] = health_path
+    payment: dict[str, Any] = {
+        "network": network,
+        "payTo": pay_to,
+        "price": dict(price or {"perRequest": "0.001"}),
+    }
+    if max_timeout_seconds is not None:
+        payment["maxTimeoutSeconds"] = max_timeout_seconds
+    spec: dict[str, Any] = {"upstream": up, "payment": payment}
+    if type is not None:
+        spec["type"] = type
+    if model is not None:
+        spec["model"] = dict(model)
+    if path is not None:
+        spec["path"] = path
+    if gate_mode is not None:
+        spec["gateMode"] = gate_mode
+    if registration is not None:
+        spec["registration"] = dict(registration)
+    if provenance is not None:
+        spec["provenance"] = dict(provenance)
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return {"apiVersion": names.API_VERSION, "kind": names.KIND_OFFER, "metadata": meta, "spec": spec}

@@ -87,6 +87,11 @@ class ControlPlane:
             kube = Kube.connect(kubeconfig=str(kubeconfig), field_manager=crds.FIELD_MANAGER)
             try:
                 await self._wait_ready(kube, timeout)
+                if self.install_crds:
+                    docs = await asyncio.to_thread(crds.all_crds)
+                    await crds.install(kube, docs)
+                # After the CRDs: the garbage collector discovers resources at start-up, and
+                # would otherwise notice the CRDs only at its next 30 s discovery resync.
                 if self.controller_manager:
                     self._pids["kube-controller-manager"] = process.spawn(
                         [
@@ -100,9 +105,6 @@ class ControlPlane:
                         ],
                         log=logs / "kube-controller-manager.log",
                     ).pid
-                if self.install_crds:
-                    docs = await asyncio.to_thread(crds.all_crds)
-                    await crds.install(kube, docs)
             finally:
                 await kube.aclose()
         except BaseException:

@@ -1,0 +1,1 @@
+pytest_plugins = ["kube402.devenv.pytest_plugin"]
