@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from kube402.api import names
 from kube402.devenv import certs, crds, paths, process
-from kube402.kube import errors
+from kube402.kube import errors, resources
 from kube402.kube.client import Kube
 
 __all__ = ["ControlPlane", "ControlPlaneInfo"]
@@ -63,12 +64,14 @@ class ControlPlane:
         controller_manager: bool = True,
         install_crds: bool = True,
         owns_directory: bool = True,
+        namespaces: tuple[str, ...] = (names.SYSTEM_NAMESPACE,),
     ) -> None:
         self.directory = directory
         self.bin_dir = bin_dir
         self.controller_manager = controller_manager
         self.install_crds = install_crds
         self.owns_directory = owns_directory
+        self.namespaces = namespaces
         self.info: ControlPlaneInfo | None = None
         self._pids: dict[str, int] = {}
 
@@ -90,6 +93,9 @@ class ControlPlane:
                 if self.install_crds:
                     docs = await asyncio.to_thread(crds.all_crds)
                     await crds.install(kube, docs)
+                for ns in self.namespaces:
+                    await kube.apply(resources.NAMESPACE, {
+                        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
                 # After the CRDs: the garbage collector discovers resources at start-up, and
                 # would otherwise notice the CRDs only at its next 30 s discovery resync.
                 if self.controller_manager:

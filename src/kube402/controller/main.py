@@ -1,0 +1,221 @@
+"""Wiring only: informers → owner-key mapping → work queue → workers, leader election, ops endpoints.
+
+Caches stay warm on every replica; only the Lease holder runs workers. A leader that loses the Lease stops
+its workers at once and the process exits (the Deployment restarts it as a follower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import prometheus_client
+
+from kube402.api import names, v1alpha1
+from kube402.controller import render
+from kube402.controller.reconcile import CHILD_RESOURCES, Caches, Reconciler
+from kube402.controller.settings import Settings
+from kube402.controller.upstream import Resolution
+from kube402.kube import errors, resources
+from kube402.kube.client import Kube
+from kube402.kube.events import Recorder
+from kube402.kube.informer import Event, Informer
+from kube402.kube.lease import LeaderElector
+from kube402.kube.store import Key
+from kube402.kube.workqueue import ShutDown, WorkQueue
+
+__all__ = ["Controller", "run"]
+
+log = logging.getLogger(__name__)
+Obj = Mapping[str, Any]
+
+
+def _offer_indexes(obj: Obj) -> dict[str, list[str]]:
+    offer = v1alpha1.ServiceOffer.from_dict(obj)
+    return {
+        "path": [offer.effective_path],
+        "upstream": [f"{offer.upstream_namespace}/{offer.upstream.service}"],
+        "label": [render.offer_label_key(offer.namespace, offer.name)],
+    }
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self.reconciles = prometheus_client.Counter(
+            "kube402_controller_reconciles_total", "Offer reconcile passes", ["result"], registry=self.registry)
+        self.duration = prometheus_client.Histogram(
+            "kube402_controller_reconcile_duration_seconds", "Offer reconcile pass duration",
+            registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.leader = prometheus_client.Gauge(
+            "kube402_controller_leader", "1 while this replica holds the Lease", registry=self.registry)
+
+
+class Controller:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.queue: WorkQueue[Key] = WorkQueue(base_delay=1.0, max_delay=60.0)
+        self.metrics = Metrics()
+        self.offers = Informer(kube, resources.SERVICE_OFFER)
+        for index in ("path", "upstream", "label"):
+            self.offers.store.add_index(index, lambda o, i=index: _offer_indexes(o)[i])
+        selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY_VALUE}"
+        self.children = {r.kind: Informer(kube, r, label_selector=selector) for r in CHILD_RESOURCES}
+        for inf in self.children.values():
+            inf.store.add_index("owner", lambda o: [k] if (k := render.owner_label_key(o)) else [])
+        self.services = Informer(kube, resources.SERVICE)
+        self.slices: Informer | None = None
+        if Resolution(settings.upstream_resolution) == Resolution.ENDPOINTSLICE:
+            self.slices = Informer(kube, resources.ENDPOINTSLICE)
+            self.slices.store.add_index("service", lambda o: [
+                f"{o['metadata'].get('namespace')}/{svc}"
+            ] if (svc := (o["metadata"].get("labels") or {}).get("kubernetes.io/service-name")) else [])
+        self.informers = [self.offers, *self.children.values(), self.services] + (
+            [self.slices] if self.slices else [])
+        self.offers.add_handler(self._on_offer)
+        for inf in self.children.values():
+            inf.add_handler(self._on_child)
+        self.services.add_handler(self._on_service)
+        if self.slices:
+            self.slices.add_handler(self._on_slice)
+
+    # -- event → key mapping ----------------------------------------------------------------------------
+
+    def _enqueue_path_peers(self, obj: Obj) -> None:
+        path = _offer_indexes(obj)["path"][0]
+        for peer in self.offers.store.by_index("path", path):
+            meta = peer["metadata"]
+            self.queue.add((meta["namespace"], meta["name"]))
+
+    def _on_offer(self, event: Event) -> None:
+        self.queue.add(event.key)
+        # Path conflicts are resolved by age: a change to one offer may unblock another on the same path.
+        for obj in (event.old, event.obj if event.type == "DELETED" else None):
+            if obj is not None:
+                self._enqueue_path_peers(obj)
+
+    def _enqueue_label(self, label_key: str | None) -> None:
+        if not label_key:
+            return
+        for offer in self.offers.store.by_index("label", label_key):
+            meta = offer["metadata"]
+            self.queue.add((meta["namespace"], meta["name"]))
+
+    def _on_child(self, event: Event) -> None:
+        self._enqueue_label(render.owner_label_key(event.obj))
+
+    def _on_service(self, event: Event) -> None:
+        for offer in self.offers.store.by_index("upstream", f"{event.key[0]}/{event.key[1]}"):
+            meta = offer["metadata"]
+            self.queue.add((meta["namespace"], meta["name"]))
+
+    def _on_slice(self, event: Event) -> None:
+        svc = (event.obj.get("metadata", {}).get("labels") or {}).get("kubernetes.io/service-name")
+        if svc:
+            self._on_service(Event(event.type, (event.key[0], svc), event.obj, event.old))
+
+    # -- workers ----------------------------------------------------------------------------------------
+
+    def synced(self) -> bool:
+        return all(inf.synced.is_set() for inf in self.informers)
+
+    async def _worker(self, reconciler: Reconciler) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            start = time.perf_counter()
+            try:
+                result = await reconciler.reconcile(key)
+            except errors.NotFound:
+                # The offer (or its namespace) went away mid-pass; its deletion event settles the rest.
+                self.metrics.reconciles.labels("gone").inc()
+                self.queue.forget(key)
+            except errors.Conflict:
+                self.metrics.reconciles.labels("conflict").inc()
+                self.queue.add_rate_limited(key)
+            except errors.ApiError as err:
+                self.metrics.reconciles.labels("error").inc()
+                delay = self.queue.add_rate_limited(key)
+                log.warning("reconcile %s/%s failed: %s; retry in %.0fs", *key, err, delay)
+            except Exception:
+                self.metrics.reconciles.labels("error").inc()
+                delay = self.queue.add_rate_limited(key)
+                log.exception("reconcile %s/%s crashed; retry in %.0fs", *key, delay)
+            else:
+                self.metrics.reconciles.labels("success").inc()
+                self.queue.forget(key)
+                if result.requeue_after is not None:
+                    self.queue.add_after(key, result.requeue_after)
+            finally:
+                self.metrics.duration.observe(time.perf_counter() - start)
+                self.queue.done(key)
+
+    async def lead(self) -> None:
+        """Run the workers (after every cache has synced) until cancelled."""
+        await asyncio.gather(*(inf.synced.wait() for inf in self.informers))
+        self.metrics.leader.set(1)
+        log.info("leading: %d offers cached; starting %d workers", len(self.offers.store), self.settings.workers)
+        for key in self.offers.store.keys():
+            self.queue.add(key)
+        caches = Caches(
+            offers=self.offers.store,
+            children={k: inf.store for k, inf in self.children.items()},
+            services=self.services.store,
+            slices=self.slices.store if self.slices else None,
+        )
+        limits = httpx.Limits(max_connections=max(16, self.settings.workers * 2))
+        async with httpx.AsyncClient(limits=limits, trust_env=False) as http:
+            reconciler = Reconciler(
+                kube=self.kube, caches=caches, http=http, settings=self.settings,
+                recorder=Recorder(self.kube, component=names.FIELD_MANAGER, instance=self.settings.identity),
+            )
+            try:
+                await asyncio.gather(*(self._worker(reconciler) for _ in range(self.settings.workers)))
+            finally:
+                self.metrics.leader.set(0)
+
+
+async def _serve_ops(controller: Controller, listen: str) -> None:
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    from kube402.controller.app import OpsApp
+
+    host, _, port = listen.rpartition(":")
+    app = OpsApp(ready=controller.synced, registry=controller.metrics.registry)
+    server = Server(app, address=host or "0.0.0.0", port=int(port), interface=Interfaces.RSGI,
+                    log_enabled=False)
+    await server.serve()
+
+
+async def run(settings: Settings, *, kubeconfig: str | None = None, context: str | None = None) -> int:
+    kube = Kube.connect(kubeconfig=kubeconfig, context=context, field_manager=names.FIELD_MANAGER)
+    controller = Controller(kube, settings)
+    tasks = [asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}")
+             for inf in controller.informers]
+    if settings.metrics_listen:
+        tasks.append(asyncio.create_task(_serve_ops(controller, settings.metrics_listen), name="ops"))
+    try:
+        if settings.leader_elect:
+            elector = LeaderElector(
+                kube, namespace=settings.namespace, name=names.LEASE_NAME, identity=settings.identity)
+            await elector.run(controller.lead)
+            log.error("lost leadership; exiting")
+            return 1
+        await controller.lead()
+        return 0
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await kube.aclose()

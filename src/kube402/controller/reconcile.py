@@ -1,0 +1,307 @@
+"""One level-based pass over one ServiceOffer: read the caches, decide, converge, write status.
+
+``Reconciler.reconcile(key)`` never asks which event woke it. It withdraws before it publishes (route before
+gate on the way down, gate before route on the way up), so no request can reach an upstream unpaid, and a
+pass with nothing to change makes no API write. Problems of one offer go on that offer's conditions; only
+API failures raise (the queue backs the key off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from kube402.api import chains, money, names, v1alpha1, validation
+from kube402.api import conditions as c
+from kube402.controller import render, status, upstream
+from kube402.controller.settings import Settings
+from kube402.kube import errors, resources
+from kube402.kube.client import Kube
+from kube402.kube.events import Recorder
+from kube402.kube.store import Key, Store
+
+__all__ = ["Caches", "Reconciler", "Result", "subset_equal"]
+
+log = logging.getLogger(__name__)
+R = c.Reason
+
+CHILD_RESOURCES: tuple[resources.Resource, ...] = (
+    resources.HTTPROUTE,
+    resources.REFERENCEGRANT,
+    resources.MIDDLEWARE,
+)
+"""Withdrawal order: the route first, the gate last."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    requeue_after: float | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Caches:
+    offers: Store
+    children: dict[str, Store]
+    """Child kind → store (indexed by ``owner``)."""
+    services: Store
+    slices: Store | None = None
+    """EndpointSlices indexed by ``service`` (endpointslice resolution only)."""
+
+
+def subset_equal(desired: Any, actual: Any) -> bool:
+    """Every key of ``desired`` is in ``actual`` with an equal value (server defaults may add keys)."""
+    if isinstance(desired, Mapping):
+        if not isinstance(actual, Mapping):
+            return False
+        return all(k in actual and subset_equal(v, actual[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(actual) != len(desired):
+            return False
+        return all(subset_equal(d, a) for d, a in zip(desired, actual, strict=True))
+    return bool(desired == actual)
+
+
+def _needs_apply(desired: Mapping[str, Any], actual: Mapping[str, Any] | None) -> bool:
+    if actual is None:
+        return True
+    dm, am = desired.get("metadata") or {}, actual.get("metadata") or {}
+    if not subset_equal(dm.get("labels") or {}, am.get("labels") or {}):
+        return True
+    if not subset_equal(dm.get("ownerReferences") or [], am.get("ownerReferences") or []):
+        return True
+    return not subset_equal(desired.get("spec") or {}, actual.get("spec") or {})
+
+
+def _creation_order(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    ts = str(meta.get("creationTimestamp") or "~")  # missing timestamps sort last
+    return (ts, str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        caches: Caches,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        recorder: Recorder,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    ) -> None:
+        self.kube = kube
+        self.caches = caches
+        self.http = http
+        self.settings = settings
+        self.recorder = recorder
+        self.clock = clock
+
+    # -- observations -----------------------------------------------------------------------------------
+
+    async def _observe_upstream(self, offer: v1alpha1.ServiceOffer) -> status.UpstreamObservation:
+        svc = self.caches.services.get((offer.upstream_namespace, offer.upstream.service))
+        if svc is None:
+            return status.UpstreamObservation.missing()
+
+        def slices(ns: str, name: str) -> list[Mapping[str, Any]]:
+            if self.caches.slices is None:
+                return []
+            return self.caches.slices.by_index("service", f"{ns}/{name}")
+
+        try:
+            base = upstream.resolve_base_url(
+                svc, port=offer.upstream_port, mode=self.settings.upstream_resolution, slices=slices
+            )
+        except upstream.UnresolvableError as err:
+            return status.UpstreamObservation.transport_error(str(err))
+        return await upstream.probe(self.http, base + offer.health_path, timeout=self.settings.probe_timeout)
+
+    def _path_owner(self, offer: v1alpha1.ServiceOffer) -> tuple[str, str] | None:
+        """The older offer that already publishes this offer's effective path, if any."""
+        mine = _creation_order(offer.raw)
+        older = [
+            o for o in self.caches.offers.by_index("path", offer.effective_path)
+            if (o.get("metadata") or {}).get("name") != offer.name
+            or (o.get("metadata") or {}).get("namespace") != offer.namespace
+        ]
+        older = [o for o in older if not (o.get("metadata") or {}).get("deletionTimestamp")]
+        older = [o for o in older if _creation_order(o) < mine]
+        if not older:
+            return None
+        first = min(older, key=_creation_order)["metadata"]
+        return (first["namespace"], first["name"])
+
+    # -- converge ---------------------------------------------------------------------------------------
+
+    def _actual_children(self, offer: v1alpha1.ServiceOffer) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+        owner = render.offer_label_key(offer.namespace, offer.name)
+        out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        for res in CHILD_RESOURCES:
+            for obj in self.caches.children[res.kind].by_index("owner", owner):
+                out[render.child_key({**obj, "kind": res.kind})] = obj
+        return out
+
+    async def _delete_children(
+        self,
+        actual: Mapping[tuple[str, str, str], Mapping[str, Any]],
+        keep: set[tuple[str, str, str]],
+    ) -> int:
+        deleted = 0
+        for res in CHILD_RESOURCES:
+            for (kind, ns, name) in actual:
+                if kind == res.kind and (kind, ns, name) not in keep:
+                    await self.kube.delete(res, name, namespace=ns)
+                    deleted += 1
+        return deleted
+
+    async def _apply_all(
+        self, objs: list[dict[str, Any]], actual: Mapping[tuple[str, str, str], Mapping[str, Any]]
+    ) -> None:
+        by_kind = {r.kind: r for r in CHILD_RESOURCES}
+        for obj in objs:
+            if _needs_apply(obj, actual.get(render.child_key(obj))):
+                await self.kube.apply(by_kind[obj["kind"]], obj)
+
+    # -- the pass ---------------------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> Result:
+        raw = self.caches.offers.get(key)
+        if raw is None:
+            return Result()
+        offer = v1alpha1.ServiceOffer.from_dict(raw)
+        if offer.deleting:
+            await self._finalize(offer)
+            return Result()
+        if names.FINALIZER not in offer.metadata.finalizers:
+            await self.kube.merge_patch(
+                resources.SERVICE_OFFER, offer.name, namespace=offer.namespace,
+                patch={"metadata": {
+                    "finalizers": [*offer.metadata.finalizers, names.FINALIZER],
+                    "resourceVersion": offer.metadata.resource_version,
+                }},
+            )
+            return Result()
+
+        proxy = offer.effective_gate_mode(self.settings.default_gate_mode) == v1alpha1.GateMode.PROXY
+        model = status.model_condition(offer)
+        problems = validation.spec_problems(offer)
+        if problems:
+            up = status.UpstreamObservation.not_probed()
+        else:
+            up = await self._observe_upstream(offer)
+
+        gate: status.CondValue
+        route: status.CondValue
+        price_error = network_error = None
+        try:
+            chain = chains.lookup(offer.payment.network)
+            try:
+                money.per_request_charge(offer.payment.price, decimals=chain.decimals)
+            except money.InvalidPriceError as err:
+                price_error = str(err)
+        except chains.UnknownNetworkError as err:
+            network_error = str(err)
+
+        gate_objs: list[dict[str, Any]] = []
+        route_objs: list[dict[str, Any]] = []
+        if offer.paused:
+            gate = route = status.PAUSED
+        elif problems:
+            gate, route = (False, R.INVALID_SPEC, "; ".join(problems)), status.WAITING_FOR_GATE
+        elif network_error:
+            gate, route = (False, R.INVALID_NETWORK, network_error), status.WAITING_FOR_GATE
+        elif price_error:
+            gate, route = (False, R.INVALID_PRICE, price_error), status.WAITING_FOR_GATE
+        elif not (model[0] and up.healthy):
+            gate, route = status.WAITING_FOR_UPSTREAM, status.WAITING_FOR_GATE
+        else:
+            gate = status.gate_ready(proxy)
+            gate_objs = render.gate_objects(offer, settings=self.settings)
+            path_error = validation.path_problem(offer.path)
+            owner = None if path_error else self._path_owner(offer)
+            if path_error:
+                route = (False, R.INVALID_PATH, path_error)
+            elif owner is not None:
+                route = status.path_conflict(offer.effective_path, owner)
+            else:
+                route = status.route_ready(offer.effective_path)
+                route_objs = render.route_objects(offer, settings=self.settings)
+
+        actual = self._actual_children(offer)
+        desired_keys = {render.child_key(o) for o in gate_objs + route_objs}
+        failure: errors.ApiError | None = None
+        try:
+            # Withdraw first (route before gate), then publish (gate before route).
+            await self._delete_children(actual, desired_keys)
+            try:
+                await self._apply_all(gate_objs, actual)
+            except errors.ApiError as err:
+                gate, route, failure = (False, R.APPLY_FAILED, str(err)), status.WAITING_FOR_GATE, err
+                await self._delete_children(actual, set())
+            else:
+                try:
+                    await self._apply_all(route_objs, actual)
+                except errors.ApiError as err:
+                    route, failure = (False, R.APPLY_FAILED, str(err)), err
+        except errors.ApiError as err:  # a failed withdrawal
+            failure = err
+
+        observed = status.Observed(
+            model=model, upstream=up, gate=gate, route=route,
+            registered=status.registered_condition(offer),
+        )
+        desired_status = status.build(offer, observed, now=self.clock())
+        if status.status_changed(offer.status, desired_status):
+            await self.kube.apply_status(
+                resources.SERVICE_OFFER, namespace=offer.namespace, name=offer.name, status=desired_status
+            )
+            await self._record_transitions(offer, desired_status)
+        if failure is not None:
+            raise failure
+        ready = any(
+            x.get("type") == "Ready" and x.get("status") == "True" for x in desired_status["conditions"]
+        )
+        return Result(self.settings.requeue_ready if ready else self.settings.requeue_not_ready)
+
+    async def _finalize(self, offer: v1alpha1.ServiceOffer) -> None:
+        if names.FINALIZER not in offer.metadata.finalizers:
+            return
+        await self._delete_children(self._actual_children(offer), set())
+        # Children outside the cache's view (e.g. created while we were down and not yet seen) are
+        # removed by name as well; deletes ignore NotFound.
+        await self.kube.delete(resources.HTTPROUTE, names.httproute_name(offer.name), namespace=offer.namespace)
+        await self.kube.delete(
+            resources.MIDDLEWARE, names.middleware_name(offer.name), namespace=offer.namespace)
+        remaining = [f for f in offer.metadata.finalizers if f != names.FINALIZER]
+        await self.kube.merge_patch(
+            resources.SERVICE_OFFER, offer.name, namespace=offer.namespace,
+            patch={"metadata": {"finalizers": remaining or None,
+                                "resourceVersion": offer.metadata.resource_version}},
+        )
+
+    async def _record_transitions(self, offer: v1alpha1.ServiceOffer, new: Mapping[str, Any]) -> None:
+        old = {x.type: x for x in c.from_raw(offer.conditions_raw)}
+        cur = {x.type: x for x in c.from_raw(new.get("conditions"))}
+        obj = offer.raw
+        rp_old, rp_new = old.get("RoutePublished"), cur["RoutePublished"]
+        gate_new = cur["PaymentGateReady"]
+        was_paused = rp_old is not None and rp_old.reason == R.PAUSED
+        if rp_new.reason == R.PAUSED and not was_paused:
+            await self.recorder.event(obj, reason="Paused", message="Offer paused; gate and route withdrawn")
+        elif was_paused and rp_new.reason != R.PAUSED:
+            await self.recorder.event(obj, reason="Resumed", message="Offer resumed")
+        if rp_new.is_true and (rp_old is None or not rp_old.is_true):
+            await self.recorder.event(obj, reason="Published", message=rp_new.message)
+        elif rp_old is not None and rp_old.is_true and not rp_new.is_true:
+            cause = gate_new.message if not gate_new.is_true else rp_new.message
+            await self.recorder.event(obj, reason="Withdrawn", message=f"Route withdrawn: {cause}", warning=True)
+        gate_old = old.get("PaymentGateReady")
+        if gate_new.reason in (R.INVALID_PRICE, R.INVALID_NETWORK, R.INVALID_SPEC) and (
+            gate_old is None or gate_old.reason != gate_new.reason or gate_old.message != gate_new.message
+        ):
+            await self.recorder.event(obj, reason=gate_new.reason, message=gate_new.message, warning=True)

@@ -1,0 +1,169 @@
+"""The offer's condition set, computed from the offer and what the reconcile observed. Pure.
+
+Each ``*_condition`` returns (status, reason, message) exactly as SPEC section 3.1 words them; :func:`build`
+assembles the ordered list with API-convention lastTransitionTime semantics and the Ready summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from kube402.api import conditions as c
+from kube402.api import v1alpha1
+
+__all__ = [
+    "CondValue",
+    "GateOutcome",
+    "Observed",
+    "RouteOutcome",
+    "UpstreamObservation",
+    "build",
+    "model_condition",
+    "status_changed",
+]
+
+CondValue = tuple[bool, c.Reason, str]
+R = c.Reason
+REGISTRATION_UNAVAILABLE = "ERC-8004 registration is not available in this build of kube402"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UpstreamObservation:
+    healthy: bool
+    reason: c.Reason
+    message: str
+
+    @classmethod
+    def missing(cls) -> UpstreamObservation:
+        return cls(False, R.MISSING_SERVICE, "Upstream Service does not exist")
+
+    @classmethod
+    def from_status(cls, code: int) -> UpstreamObservation:
+        if code >= 500:
+            return cls(False, R.UNHEALTHY, f"HTTP {code} from upstream")
+        return cls(True, R.HEALTHY, f"Upstream responded with HTTP {code}")
+
+    @classmethod
+    def transport_error(cls, text: str) -> UpstreamObservation:
+        return cls(False, R.UNHEALTHY, (text or "upstream unreachable")[:256])
+
+    @classmethod
+    def not_probed(cls) -> UpstreamObservation:
+        return cls(False, R.UNHEALTHY, "Upstream not probed: the offer's spec is invalid")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GateOutcome:
+    value: CondValue
+
+    @property
+    def ready(self) -> bool:
+        return self.value[0]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouteOutcome:
+    value: CondValue
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observed:
+    model: CondValue
+    upstream: UpstreamObservation
+    gate: CondValue
+    route: CondValue
+    registered: CondValue
+
+
+def model_condition(offer: v1alpha1.ServiceOffer) -> CondValue:
+    if offer.effective_type != v1alpha1.OfferType.INFERENCE:
+        return (True, R.SKIPPED, "HTTP offer does not require model preparation")
+    if offer.model is None or not offer.model.name:
+        return (False, R.MISSING_MODEL, "Inference offer is missing spec.model.name")
+    return (True, R.DECLARED, f"Model {offer.model.name} declared")
+
+
+def registered_condition(offer: v1alpha1.ServiceOffer) -> CondValue:
+    if not offer.registration.enabled:
+        return (True, R.DISABLED, "Registration disabled")
+    return (False, R.PENDING, REGISTRATION_UNAVAILABLE)
+
+
+PAUSED: CondValue = (False, R.PAUSED, "Offer is paused")
+WAITING_FOR_UPSTREAM: CondValue = (
+    False, R.WAITING_FOR_UPSTREAM, "Waiting for upstream health before publishing payment gate")
+WAITING_FOR_GATE: CondValue = (
+    False, R.WAITING_FOR_PAYMENT_GATE, "Waiting for payment gate before publishing route")
+
+
+def gate_ready(proxy: bool) -> CondValue:
+    return (True, R.RECONCILED, "Proxy gate is present" if proxy else "Middleware is present")
+
+
+def route_ready(path: str) -> CondValue:
+    return (True, R.RECONCILED, f"HTTPRoute published at {path}")
+
+
+def path_conflict(path: str, owner: tuple[str, str]) -> CondValue:
+    return (False, R.PATH_CONFLICT, f"Path {path} is already published by {owner[0]}/{owner[1]}")
+
+
+def build(
+    offer: v1alpha1.ServiceOffer,
+    observed: Observed,
+    *,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The complete desired ``status`` (conditions in SPEC order, observedGeneration, endpoint, agent fields)."""
+    current = c.from_raw(offer.conditions_raw)
+    conds = [x for x in current if x.type in {t.value for t in c.ConditionType}]
+    values: list[tuple[c.ConditionType, CondValue]] = [
+        (c.ConditionType.MODEL_READY, observed.model),
+        (
+            c.ConditionType.UPSTREAM_HEALTHY,
+            (observed.upstream.healthy, observed.upstream.reason, observed.upstream.message),
+        ),
+        (c.ConditionType.PAYMENT_GATE_READY, observed.gate),
+        (c.ConditionType.ROUTE_PUBLISHED, observed.route),
+        (c.ConditionType.REGISTERED, observed.registered),
+    ]
+    for ctype, (ok, reason, message) in values:
+        conds = c.set_condition(conds, type=ctype, status=ok, reason=reason, message=message, now=now)
+    all_ok = all(v[1][0] for v in values)
+    conds = c.set_condition(
+        conds,
+        type=c.ConditionType.READY,
+        status=all_ok,
+        reason=R.RECONCILED if all_ok else R.RECONCILING,
+        message="Offer reconciled successfully" if all_ok else "Offer is not fully reconciled yet",
+        now=now,
+    )
+    status: dict[str, Any] = {
+        "conditions": c.to_raw(conds),
+        "endpoint": offer.effective_path,
+        "observedGeneration": offer.metadata.generation,
+    }
+    for field in ("agentId", "registrationTxHash"):
+        value = offer.status.get(field)
+        if isinstance(value, str) and value:
+            status[field] = value
+    return status
+
+
+def status_changed(current: dict[str, Any] | Any, desired: dict[str, Any]) -> bool:
+    """Semantic comparison (conditions by type/status/reason/message, plus the scalar fields)."""
+    cur = current if isinstance(current, dict) else {}
+    if not c.semantically_equal(c.from_raw(cur.get("conditions")), c.from_raw(desired.get("conditions"))):
+        return True
+    for field in ("endpoint", "observedGeneration", "agentId", "registrationTxHash"):
+        if cur.get(field) != desired.get(field):
+            return True
+    return False
+
+
+def is_true(conds: Sequence[c.Condition], ctype: c.ConditionType) -> bool:
+    cond = c.find(conds, ctype.value)
+    return cond is not None and cond.is_true

@@ -1,0 +1,60 @@
+"""An in-process controller (one for the session, all namespaces) and test upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from kube402.controller import main as controller_main
+from kube402.controller.settings import Settings
+from kube402.devenv.controlplane import ControlPlaneInfo
+from kube402.devenv.upstream import TestUpstream
+from kube402.kube import resources
+from kube402.kube.client import Kube
+
+SETTINGS = Settings(
+    upstream_resolution="endpointslice",
+    leader_elect=False,
+    metrics_listen="",
+    requeue_not_ready=1.0,
+    requeue_ready=2.0,
+)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controller_main.Controller]:
+    kube = Kube.connect(kubeconfig=str(control_plane.kubeconfig))
+    ctl = controller_main.Controller(kube, SETTINGS)
+    tasks = [asyncio.create_task(inf.run()) for inf in ctl.informers]
+    tasks.append(asyncio.create_task(ctl.lead()))
+    await asyncio.wait_for(asyncio.gather(*(inf.synced.wait() for inf in ctl.informers)), 30)
+    try:
+        yield ctl
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await kube.aclose()
+
+
+@pytest.fixture
+def upstream() -> Iterator[TestUpstream]:
+    server = TestUpstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def external_service(kube: Kube, namespace: str, name: str = "ollama", host: str = "localhost") -> None:
+    """An ExternalName Service: resolved out of cluster to ``host`` (the test upstream on loopback)."""
+    await kube.create(resources.SERVICE, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": "ExternalName", "externalName": host},
+    })
