@@ -1,4 +1,4 @@
-"""An in-process controller (one for the session, all namespaces) and test upstreams."""
+"""An in-process controller (one for this package's tests, all namespaces) and test upstreams."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ SETTINGS = Settings(
 )
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controller_main.Controller]:
     kube = Kube.connect(kubeconfig=str(control_plane.kubeconfig))
     ctl = controller_main.Controller(kube, SETTINGS)

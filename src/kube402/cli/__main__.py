@@ -1,0 +1,3 @@
+from kube402.cli.main import entry
+
+entry()

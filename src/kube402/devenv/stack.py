@@ -1,0 +1,116 @@
+"""``kube402 dev``: the local environment as background processes that outlive the command.
+
+State lives in ``.kube402/`` of the working directory: ``state.json`` (component → PID, endpoints),
+``dev.env`` (``KUBECONFIG=…``, ``KUBE402_RPC_URL=…``), the control plane's directory and every log.
+``up`` is idempotent while the recorded processes live; ``down`` stops exactly those PIDs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kube402.devenv import process
+from kube402.devenv.controlplane import ControlPlane
+
+__all__ = ["DevState", "down", "load", "status", "up"]
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(slots=True)
+class DevState:
+    directory: Path
+    pids: dict[str, int]
+    kubeconfig: str
+    rpc_url: str
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def env_file(self) -> Path:
+        return self.directory / "dev.env"
+
+    def env_lines(self) -> list[str]:
+        lines = [f"KUBECONFIG={self.kubeconfig}", f"KUBE402_RPC_URL={self.rpc_url}"]
+        lines += [f"{k}={v}" for k, v in sorted(self.extra.items()) if k.isupper()]
+        return lines
+
+    def save(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "state.json").write_text(json.dumps({
+            "pids": self.pids, "kubeconfig": self.kubeconfig, "rpc_url": self.rpc_url, "extra": self.extra,
+        }, indent=2))
+        self.env_file.write_text("\n".join(self.env_lines()) + "\n")
+
+
+def load(directory: Path) -> DevState | None:
+    path = directory / "state.json"
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    return DevState(directory=directory, pids={k: int(v) for k, v in raw["pids"].items()},
+                    kubeconfig=raw["kubeconfig"], rpc_url=raw["rpc_url"], extra=raw.get("extra", {}))
+
+
+def status(directory: Path) -> dict[str, bool]:
+    """component → alive, for the processes recorded in ``directory``."""
+    state = load(directory)
+    if state is None:
+        return {}
+    return {name: process.alive(pid) for name, pid in state.pids.items()}
+
+
+async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[DevState, bool]:
+    """Start (or find running) the local environment. Returns (state, started_now)."""
+    directory = directory.resolve()
+    existing = load(directory)
+    if existing is not None:
+        alive = {n: process.alive(p) for n, p in existing.pids.items()}
+        if alive and all(alive.values()):
+            return existing, False
+        progress("previous environment is partly down; stopping its remains")
+        down(directory)
+    from kube402.devenv import anvil as anvil_mod
+
+    directory.mkdir(parents=True, exist_ok=True)
+    progress("starting etcd, kube-apiserver and kube-controller-manager (first run builds them from Go modules)")
+    cp = ControlPlane(directory / "controlplane", owns_directory=False)
+    pids: dict[str, int] = {}
+    try:
+        info = await cp.start()
+        pids.update(info.pids)
+        progress(f"control plane ready at {info.server}")
+        progress("starting anvil (chain id 84532)")
+        chain = anvil_mod.start_detached(log=directory / "logs" / "anvil.log")
+        pids["anvil"] = chain.pid
+        state = DevState(directory=directory, pids=pids, kubeconfig=str(info.kubeconfig), rpc_url=chain.rpc_url)
+        state.save()
+    except BaseException:
+        cp.stop()
+        for pid in pids.values():
+            process.stop(pid)
+        raise
+    return state, True
+
+
+def down(directory: Path) -> list[str]:
+    """Stop exactly the recorded PIDs (reverse start order) and remove the state; returns what was stopped."""
+    directory = directory.resolve()
+    state = load(directory)
+    stopped: list[str] = []
+    if state is not None:
+        for name, pid in reversed(list(state.pids.items())):
+            if process.alive(pid):
+                process.stop(pid)
+                stopped.append(name)
+    for sub in ("controlplane", "state.json", "dev.env", "logs"):
+        target = directory / sub
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists():
+            target.unlink()
+    return stopped
