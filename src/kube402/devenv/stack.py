@@ -87,7 +87,14 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
         progress("starting anvil (chain id 84532)")
         chain = anvil_mod.start_detached(log=directory / "logs" / "anvil.log")
         pids["anvil"] = chain.pid
-        state = DevState(directory=directory, pids=pids, kubeconfig=str(info.kubeconfig), rpc_url=chain.rpc_url)
+        from kube402.chain import devchain
+
+        progress("placing USDC and the ERC-8004 identity registry at their Base Sepolia addresses")
+        dc = await devchain.setup_base_sepolia(chain.rpc_url)
+        state = DevState(
+            directory=directory, pids=pids, kubeconfig=str(info.kubeconfig), rpc_url=chain.rpc_url,
+            extra={"KUBE402_USDC": dc.token, "KUBE402_IDENTITY_REGISTRY": dc.registry},
+        )
         state.save()
     except BaseException:
         cp.stop()

@@ -97,6 +97,9 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     owner: TestUpstream
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # clients hanging up early (probes, cancelled streams) are not errors here
+
 
 class TestUpstream:
     """``start()`` binds 127.0.0.1 (port 0 = free port, kept across restarts); ``stop()`` closes it."""

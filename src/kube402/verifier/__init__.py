@@ -1,0 +1,1 @@
+"""kube402.verifier."""
