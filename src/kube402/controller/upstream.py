@@ -8,74 +8,12 @@ uses the same resolver. The probe is one HTTP GET, 2 s timeout, redirects not fo
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Mapping
-from typing import Any
-
 import httpx
 
 from kube402.controller.status import UpstreamObservation
+from kube402.kube.endpoints import Resolution, UnresolvableError, resolve_base_url
 
 __all__ = ["Resolution", "UnresolvableError", "probe", "resolve_base_url"]
-
-Obj = Mapping[str, Any]
-
-
-class Resolution(enum.StrEnum):
-    DNS = "dns"
-    ENDPOINTSLICE = "endpointslice"
-
-
-class UnresolvableError(Exception):
-    """The Service exists but has no usable address (yet)."""
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def resolve_base_url(
-    service: Obj,
-    *,
-    port: int,
-    mode: Resolution | str,
-    slices: Callable[[str, str], list[Obj]],
-) -> str:
-    """``http://host:port`` of a Service for the offer's port. ``slices(ns, name)`` returns its EndpointSlices."""
-    meta = service.get("metadata") or {}
-    spec = service.get("spec") or {}
-    ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-    if spec.get("type") == "ExternalName":
-        external = str(spec.get("externalName") or "").rstrip(".")
-        if not external:
-            raise UnresolvableError(f"ExternalName Service {ns}/{name} has no externalName")
-        return f"http://{_host(external)}:{port}"
-    if Resolution(mode) == Resolution.DNS:
-        return f"http://{name}.{ns}.svc.cluster.local:{port}"
-    svc_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
-    if svc_port is None:
-        raise UnresolvableError(f"Service {ns}/{name} has no port {port}")
-    port_name = svc_port.get("name") or ""
-    target = svc_port.get("targetPort", port)
-    for es in slices(ns, name):
-        slice_port = None
-        for p in es.get("ports") or []:
-            if (p.get("name") or "") == port_name:
-                slice_port = p.get("port")
-                break
-        if slice_port is None:
-            if port_name or not isinstance(target, int):
-                continue
-            slice_port = target
-        for ep in es.get("endpoints") or []:
-            cond = ep.get("conditions") or {}
-            if cond.get("ready") is False:
-                continue
-            addresses = ep.get("addresses") or []
-            if addresses:
-                return f"http://{_host(str(addresses[0]))}:{slice_port}"
-    raise UnresolvableError(f"Service {ns}/{name} has no ready endpoint")
-
 
 async def probe(http: httpx.AsyncClient, url: str, *, timeout: float = 2.0) -> UpstreamObservation:
     try:

@@ -1,0 +1,171 @@
+"""The verifier's static configuration file (``pricing.yaml``, SPEC 7.3), parsed and validated.
+
+Global settings that break a rule (unknown chain, bad wallet, facilitator URL outside the URL rule) make the
+whole file invalid — the caller keeps the previous config. A bad static *route* is skipped and reported; the
+rest keep working. Unknown keys are reported as warnings. Pure: text in, Config and messages out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from kube402.api import chains
+
+__all__ = ["Config", "ConfigError", "StaticRoute", "parse", "validate_facilitator_url"]
+
+WALLET = re.compile(r"^0x[0-9a-fA-F]{40}$")
+HTTP_HOSTS = {"localhost", "127.0.0.1", "::1", "host.k3d.internal", "host.docker.internal"}
+ROUTE_KEYS = {
+    "pattern", "price", "description", "payTo", "network", "upstreamAuth", "priceModel", "perMTok",
+    "approxTokensPerRequest", "offerNamespace", "offerName", "maxTimeoutSeconds", "upstream",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration as a whole is unusable."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StaticRoute:
+    pattern: str
+    price: str
+    description: str = ""
+    pay_to: str = ""
+    network: str = ""
+    upstream_auth: str = ""
+    offer_namespace: str = ""
+    offer_name: str = ""
+    max_timeout_seconds: int = 300
+    upstream: str = ""
+    price_model: str = "perRequest"
+    per_mtok: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    wallet: str = ""
+    chain: str = chains.DEFAULT_CHAIN
+    facilitator_url: str = "https://facilitator.x402.rs"
+    verify_only: bool = False
+    routes: tuple[StaticRoute, ...] = ()
+    accept_v1: bool = True
+    challenge_status: int = 402
+    verify_timeout: float = 5.0
+    settle_timeout: float = 30.0
+    supported_ttl: float = 600.0
+    retry_after: int = 5
+    max_validity_seconds: int = 2592000
+    replay_ttl: float = 600.0
+    guard_grace: float = 60.0
+    max_payment_header_bytes: int = 16384
+    unmatched: str = "allow"
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    rpc_urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def validate_facilitator_url(url: str) -> str:
+    """SPEC 7.3 URL rule; returns the URL without a trailing ``/``."""
+    parsed = urllib.parse.urlsplit(url)
+    host = (parsed.hostname or "").lower()
+    if parsed.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"facilitatorURL {url!r} must be an http(s) URL")
+    if parsed.scheme == "http" and host not in HTTP_HOSTS:
+        raise ConfigError(f"facilitatorURL {url!r}: plain http is only allowed for local hosts")
+    if parsed.username or parsed.password or parsed.query or parsed.fragment:
+        raise ConfigError(f"facilitatorURL {url!r} must not carry userinfo, a query or a fragment")
+    return url.rstrip("/")
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{key} must be an integer in {lo}..{hi}")
+    return value
+
+
+def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, list[str]]:
+    """Parse ``pricing.yaml``; returns the config and warnings (skipped routes, unknown keys)."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"pricing.yaml is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("pricing.yaml must be a mapping")
+    warnings: list[str] = []
+    wallet = str(raw.get("wallet") or env.get("WALLET_ADDRESS") or "")
+    if wallet and not WALLET.match(wallet):
+        raise ConfigError(f"wallet {wallet!r} is not an address")
+    chain = str(raw.get("chain") or chains.DEFAULT_CHAIN)
+    try:
+        chains.lookup(chain)
+    except chains.UnknownNetworkError as err:
+        raise ConfigError(str(err)) from None
+    facilitator = validate_facilitator_url(str(raw.get("facilitatorURL") or Config.facilitator_url))
+    unmatched = str(raw.get("unmatched", "allow"))
+    if unmatched not in ("allow", "deny"):
+        raise ConfigError("unmatched must be allow or deny")
+    status = _int(raw, "challengeStatus", 402, 401, 402)
+    proxies = []
+    for cidr in raw.get("trustedProxies") or []:
+        try:
+            proxies.append(ipaddress.ip_network(str(cidr), strict=False))
+        except ValueError:
+            raise ConfigError(f"trustedProxies entry {cidr!r} is not a CIDR") from None
+    rpc_urls = raw.get("rpcURLs") or {}
+    if not isinstance(rpc_urls, dict):
+        raise ConfigError("rpcURLs must map network to URL")
+    known = {"wallet", "chain", "facilitatorURL", "verifyOnly", "routes", "acceptV1", "challengeStatus",
+             "verifyTimeoutSeconds", "settleTimeoutSeconds", "supportedTTLSeconds", "retryAfterSeconds",
+             "maxValiditySeconds", "replayTTLSeconds", "guardGraceSeconds", "maxPaymentHeaderBytes",
+             "unmatched", "trustedProxies", "rpcURLs"}
+    warnings += [f"unknown key {k!r} ignored" for k in raw if k not in known]
+
+    routes: list[StaticRoute] = []
+    for i, r in enumerate(raw.get("routes") or []):
+        if not isinstance(r, dict) or not isinstance(r.get("pattern"), str) or not r["pattern"].startswith("/"):
+            warnings.append(f"routes[{i}] skipped: needs a pattern starting with /")
+            continue
+        warnings += [f"routes[{i}]: unknown key {k!r} ignored" for k in r if k not in ROUTE_KEYS]
+        price = r.get("price", "")
+        routes.append(StaticRoute(
+            pattern=r["pattern"],
+            price=str(price) if not isinstance(price, float) else repr(price),
+            description=str(r.get("description") or ""),
+            pay_to=str(r.get("payTo") or wallet),
+            network=str(r.get("network") or chain),
+            upstream_auth=str(r.get("upstreamAuth") or ""),
+            offer_namespace=str(r.get("offerNamespace") or ""),
+            offer_name=str(r.get("offerName") or ""),
+            max_timeout_seconds=int(r.get("maxTimeoutSeconds") or 300),
+            upstream=str(r.get("upstream") or ""),
+            price_model=str(r.get("priceModel") or "perRequest"),
+            per_mtok=str(r.get("perMTok") or ""),
+        ))
+    return Config(
+        wallet=wallet,
+        chain=chain,
+        facilitator_url=facilitator,
+        verify_only=bool(raw.get("verifyOnly", False)),
+        routes=tuple(routes),
+        accept_v1=bool(raw.get("acceptV1", True)),
+        challenge_status=status,
+        verify_timeout=float(_int(raw, "verifyTimeoutSeconds", 5, 1, 120)),
+        settle_timeout=float(_int(raw, "settleTimeoutSeconds", 30, 1, 300)),
+        supported_ttl=float(_int(raw, "supportedTTLSeconds", 600, 1, 86400)),
+        retry_after=_int(raw, "retryAfterSeconds", 5, 1, 3600),
+        max_validity_seconds=_int(raw, "maxValiditySeconds", 2592000, 60, 10 * 365 * 86400),
+        replay_ttl=float(_int(raw, "replayTTLSeconds", 600, 1, 86400)),
+        guard_grace=float(_int(raw, "guardGraceSeconds", 60, 0, 3600)),
+        max_payment_header_bytes=_int(raw, "maxPaymentHeaderBytes", 16384, 1024, 1 << 20),
+        unmatched=unmatched,
+        trusted_proxies=tuple(proxies),
+        rpc_urls={str(k): str(v) for k, v in rpc_urls.items()},
+    ), warnings

@@ -1,0 +1,378 @@
+"""The payment decision for one request: challenge, refuse, or verify and settle (SPEC 7.7, 7.9).
+
+Framework-free: the HTTP adapters (``app.py``) pass a header getter and get a :class:`Response` back.
+:meth:`Gate.forward_auth` is Traefik's ``/verify``; :meth:`Gate.admit` and :meth:`Gate.settle` are the shared
+steps the proxy gate (``proxy.py``) wraps around the upstream call. Fail closed everywhere: an unready table,
+a guarded path or an unreachable facilitator answer 503 with ``Retry-After``, never 200; a settlement whose
+outcome is unknown is retried with the same payload and then held as pending, never answered with a new 402
+while it could still execute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from kube402.verifier import config as config_mod
+from kube402.verifier.metrics import Metrics
+from kube402.verifier.replay import ReplayStore, State
+from kube402.verifier.routes import Match, MatchKind, Route, RouteTable
+from kube402.x402 import codes, facilitator_client, headers, precheck, requirements
+
+__all__ = ["Admitted", "Facilitator", "Gate", "Response"]
+
+log = logging.getLogger(__name__)
+Code = codes.Code
+HeaderGetter = Callable[[str], "str | None"]
+
+JSON = "application/json"
+
+
+@dataclasses.dataclass(slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+
+@dataclasses.dataclass(slots=True)
+class Facilitator:
+    """The facilitator in use (swapped as a whole when ``facilitatorURL`` changes)."""
+
+    client: facilitator_client.FacilitatorClient
+    supported: facilitator_client.SupportedCache
+    task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(cls, cfg: config_mod.Config) -> Facilitator:
+        client = facilitator_client.FacilitatorClient(
+            cfg.facilitator_url,
+            timeouts=facilitator_client.Timeouts(verify=cfg.verify_timeout, settle=cfg.settle_timeout),
+        )
+        supported = facilitator_client.SupportedCache(client, ttl_seconds=cfg.supported_ttl)
+        fac = cls(client, supported)
+        fac.task = asyncio.get_running_loop().create_task(supported.run())
+        return fac
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        await self.client.aclose()
+
+
+@dataclasses.dataclass(slots=True)
+class Admitted:
+    """A payment that passed every check and the facilitator's /verify; next: serve and settle."""
+
+    route: Route
+    decoded: headers.DecodedPayment
+    requirement: requirements.Requirement
+    server_requirements: Any
+    challenge: requirements.Challenge
+    key: tuple[int, str, str, str]
+    payload_hash: str
+    payer: str
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": code, "message": message})
+
+
+class Gate:
+    def __init__(
+        self,
+        *,
+        config: config_mod.Config,
+        metrics: Metrics,
+        facilitator: Facilitator | None = None,
+        clock: Callable[[], float] = time.time,
+        settle_retry_delay: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.facilitator = facilitator
+        self.clock = clock
+        self.settle_retry_delay = settle_retry_delay
+        self.table = RouteTable.empty()
+        self.ready = False
+        self.replay = ReplayStore(replay_ttl=config.replay_ttl, clock=clock)
+        self._retry_after = str(config.retry_after)
+
+    # -- responses --------------------------------------------------------------------------------------
+
+    def error(self, status: int, code: str, message: str, *extra: tuple[str, str]) -> Response:
+        body = _error_body(code, message)
+        hdrs = [("content-type", JSON), ("cache-control", "no-store"), *extra]
+        if status == 503:
+            hdrs.append(("retry-after", self._retry_after))
+        return Response(status, hdrs, body)
+
+    def unavailable(self, route: Route | None, cause: Code, message: str) -> Response:
+        labels = route.labels if route else ("", "", "")
+        self.metrics.unavailable.labels(*labels, cause.value).inc()
+        return self.error(503, cause.value, message)
+
+    def challenge_response(
+        self, challenge: requirements.Challenge, *, accept: str | None, status: int | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Response:
+        html = bool(accept) and _prefers_html(accept or "")
+        body = challenge.html if html else challenge.body
+        return Response(
+            status or self.config.challenge_status,
+            [("content-type", "text/html; charset=utf-8" if html else JSON), ("cache-control", "no-store"),
+             (headers.PAYMENT_REQUIRED, challenge.header), *extra],
+            body,
+        )
+
+    def refuse(self, route: Route, challenge: requirements.Challenge, reason: str, *, metric_reason: str,
+               accept: str | None, extra: tuple[tuple[str, str], ...] = ()) -> Response:
+        self.metrics.failed.labels(*route.labels).inc()
+        self.metrics.failures.labels(*route.labels, metric_reason).inc()
+        return self.challenge_response(challenge.with_error(reason), accept=accept, extra=extra)
+
+    # -- ForwardAuth ------------------------------------------------------------------------------------
+
+    def trusted(self, peer: str | None) -> bool:
+        nets = self.config.trusted_proxies
+        if not nets:
+            return True
+        try:
+            addr = ipaddress.ip_address((peer or "").rsplit(":", 1)[0].strip("[]"))
+        except ValueError:
+            return False
+        return any(addr in n for n in nets)
+
+    async def forward_auth(self, h: HeaderGetter, *, peer: str | None) -> Response:
+        start = time.perf_counter()
+        resp = await self._forward_auth(h, peer)
+        self.metrics.duration.labels("forwardAuth", str(resp.status)).observe(time.perf_counter() - start)
+        return resp
+
+    async def _forward_auth(self, h: HeaderGetter, peer: str | None) -> Response:
+        if not self.trusted(peer):
+            return self.error(403, Code.UNTRUSTED_SOURCE.value, "forbidden: untrusted source")
+        uri = h("x-forwarded-uri")
+        if not uri:
+            return self.error(403, Code.MISSING_FORWARDED_URI.value, "forbidden: missing forwarded URI")
+        if not self.ready:
+            return self.unavailable(None, Code.NOT_READY, "verifier has not synced its routes yet")
+        match = self.table.lookup(uri)
+        if match.kind is MatchKind.GUARDED:
+            return self.unavailable(None, Code.OFFER_UNAVAILABLE, "this offer is not available right now")
+        if match.route is None:
+            if self.config.unmatched == "deny":
+                return self.error(403, Code.ROUTE_DENIED.value, "no priced route for this path")
+            return Response(200, [], b"")
+        route = match.route
+        method = (h("x-forwarded-method") or "GET").upper()
+        proto = h("x-forwarded-proto") or "http"
+        host = h("x-forwarded-host") or h("host") or "localhost"
+        resource = f"{proto}://{host}{_path_only(uri)}"
+        admitted = await self.admit(route, h, resource_url=resource, method=method)
+        if isinstance(admitted, Response):
+            return admitted
+        extra: list[tuple[str, str]] = []
+        if route.upstream_auth:
+            extra.append(("authorization", route.upstream_auth))
+        if method == "HEAD":
+            self.replay.drop(admitted.key)
+            return Response(200, [("x-payment-status", "verified"), *extra], b"")
+        if self.config.verify_only:
+            self.replay.verify_only(admitted.key, valid_before=admitted.decoded.authorization.valid_before)
+            return Response(200, [("x-payment-status", "verified"), *extra], b"")
+        settled = await self.settle(admitted, accept=h("accept"))
+        if isinstance(settled, Response):
+            return settled
+        receipt_name, receipt, tx = settled
+        return Response(200, [("x-payment-status", "settled"), ("x-payment-tx", tx), *extra,
+                              (receipt_name, receipt)], b"")
+
+    # -- shared steps -----------------------------------------------------------------------------------
+
+    async def admit(
+        self, route: Route, h: HeaderGetter, *, resource_url: str, method: str
+    ) -> Admitted | Response:
+        """SPEC 7.7 steps 5-11 for a priced route: a Response (challenge or refusal) or an Admitted payment."""
+        m = self.metrics
+        labels = route.labels
+        m.requests.labels(*labels).inc()
+        if method == "OPTIONS" and h("access-control-request-method"):
+            return Response(200, [], b"")
+        accept = h("accept")
+        challenge = route.priced.challenge(resource_url)
+        sig = h("payment-signature")
+        xpay = h("x-payment")
+        if not sig and not xpay:
+            m.payment_required.labels(*labels).inc()
+            return self.challenge_response(challenge, accept=accept)
+        if sig and xpay and sig != xpay:
+            return self._bad(route, challenge, Code.CONFLICTING_PAYMENT_HEADERS,
+                             "PAYMENT-SIGNATURE and X-PAYMENT carry different payments")
+        value = sig or xpay or ""
+        limit = self.config.max_payment_header_bytes
+        if len(value) > limit:
+            m.failures.labels(*labels, Code.PAYMENT_HEADER_TOO_LARGE.value).inc()
+            return self.error(431, Code.PAYMENT_HEADER_TOO_LARGE.value,
+                              f"payment header larger than {limit} bytes",
+                              (headers.PAYMENT_REQUIRED, challenge.header))
+        try:
+            decoded = headers.decode_payment_header(value, max_bytes=limit, accept_v1=self.config.accept_v1)
+        except headers.PaymentHeaderError as err:
+            return self._bad(route, challenge, err.code, err.message)
+        requirement = requirements.match_requirement(decoded, route.priced.requirements)
+        if requirement is None:
+            return self.refuse(route, challenge, Code.REQUIREMENTS_MISMATCH.value,
+                               metric_reason=Code.REQUIREMENTS_MISMATCH.value, accept=accept)
+        now = int(self.clock())
+        problem = precheck.check(decoded, requirement, now=now,
+                                 max_validity_seconds=self.config.max_validity_seconds)
+        if problem is not None:
+            return self.refuse(route, challenge, problem.value, metric_reason=problem.value, accept=accept)
+        auth = decoded.authorization
+        key = (requirement.chain.chain_id, requirement.asset.lower(), auth.from_address.lower(), auth.nonce.hex())
+        payload_hash = hashlib.sha256(orjson.dumps(decoded.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        existing = self.replay.begin(key, payload_hash=payload_hash)
+        resolving_pending = False
+        if existing is not None:
+            if existing.state is State.IN_FLIGHT:
+                m.failures.labels(*labels, Code.PAYMENT_IN_PROGRESS.value).inc()
+                return self.error(409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed")
+            if existing.state is State.PENDING:
+                if existing.payload_hash != payload_hash:
+                    return self.unavailable(route, Code.SETTLEMENT_PENDING,
+                                            "an earlier settlement of this authorization is unresolved")
+                self.replay.take_over(key)
+                resolving_pending = True
+            else:
+                return self.refuse(route, challenge, Code.NONCE_ALREADY_USED.value,
+                                   metric_reason=Code.NONCE_ALREADY_USED.value, accept=accept)
+        try:
+            server_reqs = challenge.server_requirements(requirement, version=decoded.version)
+        except ValueError:
+            self.replay.drop(key)
+            return self._bad(route, challenge, Code.INVALID_X402_VERSION, "this route has no x402 v1 form")
+        admitted = Admitted(route, decoded, requirement, server_reqs, challenge, key, payload_hash,
+                            payer=auth.from_address)
+        if resolving_pending:
+            return admitted  # it verified before; only its settlement is unresolved
+        return await self._verify(admitted, accept=accept)
+
+    def _bad(self, route: Route, challenge: requirements.Challenge, code: Code, message: str) -> Response:
+        self.metrics.failed.labels(*route.labels).inc()
+        self.metrics.failures.labels(*route.labels, code.value).inc()
+        return self.error(400, code.value, message, (headers.PAYMENT_REQUIRED, challenge.with_error(code.value).header))
+
+    async def _verify(self, a: Admitted, *, accept: str | None) -> Admitted | Response:
+        fac = self.facilitator
+        route = a.route
+        if fac is None:
+            self.replay.drop(a.key)
+            return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "no facilitator configured")
+        if fac.supported.kind_supported(a.decoded.version, headers.SCHEME_EXACT, a.decoded.network) is False:
+            self.replay.drop(a.key)
+            return self.unavailable(route, Code.FACILITATOR_UNSUPPORTED,
+                                    "the facilitator does not support this payment kind")
+        start = time.perf_counter()
+        try:
+            result = await fac.client.verify(a.decoded.raw, a.server_requirements, version=a.decoded.version)
+        except facilitator_client.FacilitatorUnavailable as err:
+            self.metrics.facilitator.labels("verify", "unavailable").observe(time.perf_counter() - start)
+            self.replay.drop(a.key)
+            log.warning("facilitator verify failed: %s", err)
+            return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "payment facilitator unavailable")
+        self.metrics.facilitator.labels("verify", "valid" if result.is_valid else "invalid").observe(
+            time.perf_counter() - start)
+        if not result.is_valid:
+            self.replay.drop(a.key)
+            reason = result.invalid_reason or "invalid_payment"
+            log.info("payment refused by facilitator", extra={"fields": {"reason": reason, "route": route.pattern}})
+            return self.refuse(route, a.challenge, reason, metric_reason="facilitator_invalid", accept=accept)
+        self.metrics.verified.labels(*route.labels).inc()
+        return a
+
+    async def settle(self, a: Admitted, *, accept: str | None) -> tuple[str, str, str] | Response:
+        """Settle (one retry on an unknown outcome); (receipt header name, value, tx) or a refusal."""
+        fac = self.facilitator
+        route = a.route
+        if fac is None:
+            self.replay.pending(a.key, payload_hash=a.payload_hash, tx="",
+                                valid_before=a.decoded.authorization.valid_before)
+            return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "no facilitator configured")
+        result = None
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(self.settle_retry_delay)
+            start = time.perf_counter()
+            try:
+                result = await fac.client.settle(a.decoded.raw, a.server_requirements, version=a.decoded.version)
+            except facilitator_client.FacilitatorUnavailable as err:
+                self.metrics.facilitator.labels("settle", "unknown").observe(time.perf_counter() - start)
+                log.warning("facilitator settle outcome unknown: %s", err)
+                result = None
+                continue
+            outcome = "pending" if result.pending else ("success" if result.success else "failed")
+            self.metrics.facilitator.labels("settle", outcome).observe(time.perf_counter() - start)
+            if not result.pending:
+                break
+        receipt_name = headers.receipt_header(a.decoded.version)
+        if result is None or result.pending:
+            tx = result.transaction if result is not None else ""
+            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=tx,
+                                valid_before=a.decoded.authorization.valid_before)
+            self.metrics.settlements.labels(*route.labels, "pending").inc()
+            return self.unavailable(route, Code.SETTLEMENT_PENDING,
+                                    "settlement outcome unknown; retry with the same payment")
+        receipt = headers.encode_b64_json(result.raw)
+        if not result.success:
+            self.replay.drop(a.key)
+            self.metrics.settlements.labels(*route.labels, "failed").inc()
+            reason = result.error_reason or "settle_failed"
+            log.info("settlement failed", extra={"fields": {"reason": reason, "route": route.pattern}})
+            return self.refuse(route, a.challenge, reason, metric_reason="settle_failed", accept=accept,
+                               extra=((receipt_name, receipt),))
+        self.replay.settled(a.key, tx=result.transaction)
+        self.metrics.settlements.labels(*route.labels, "success").inc()
+        self.metrics.charged.labels(*route.labels).inc()
+        return receipt_name, receipt, result.transaction
+
+
+def _path_only(uri: str) -> str:
+    for ch in "?#":
+        i = uri.find(ch)
+        if i != -1:
+            uri = uri[:i]
+    return uri or "/"
+
+
+def _prefers_html(accept: str) -> bool:
+    """True when ``text/html`` ranks above JSON in an Accept header (browsers)."""
+    best_html = best_json = -1.0
+    for part in accept.split(","):
+        fields = part.strip().split(";")
+        mtype = fields[0].strip().lower()
+        q = 1.0
+        for f in fields[1:]:
+            f = f.strip()
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        if mtype == "text/html":
+            best_html = max(best_html, q)
+        elif mtype in ("application/json", "application/*"):
+            best_json = max(best_json, q)
+    return best_html > 0 and best_html > best_json
+
+
+def match_kind(match: Match) -> str:
+    return match.kind.value

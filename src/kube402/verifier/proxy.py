@@ -1,0 +1,172 @@
+"""The proxy gate (SPEC 7.8): the verifier in front of the upstream, settling only after a 2xx status line.
+
+Same admission as ForwardAuth (route, payment checks, facilitator /verify); then the request (body streamed)
+goes to the upstream with the offer prefix stripped and payment headers removed. The buyer is charged only
+when the upstream's status is 2xx and the method is not HEAD; settlement happens on receipt of the status
+line, before any of the body is relayed, so streamed answers still stream. A failed settlement withholds the
+body (402 with the failed receipt); an unknown outcome answers 503 and is resolved on a retry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import httpx
+
+from kube402.verifier.gate import Gate, Response
+from kube402.verifier.routes import MatchKind, Route
+from kube402.x402 import codes
+
+__all__ = ["ProxyGate", "ProxyRequest", "Responder"]
+
+log = logging.getLogger(__name__)
+Code = codes.Code
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "host", "content-length",
+})
+STRIP_REQUEST = frozenset({"payment-signature", "x-payment"})
+
+
+@dataclasses.dataclass(slots=True)
+class ProxyRequest:
+    method: str
+    target: str
+    """Path and query as received."""
+    headers: Sequence[tuple[str, str]]
+    """Lower-case names."""
+    body: AsyncIterator[bytes]
+    peer: str | None = None
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+class Responder:
+    """What the HTTP adapter provides: a whole response, or a streamed one."""
+
+    async def respond(self, resp: Response) -> None:
+        raise NotImplementedError
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> Callable[[bytes], Awaitable[None]]:
+        raise NotImplementedError
+
+
+UpstreamResolver = Callable[[Route], str]
+"""Route → upstream base URL (``http://host:port``); raises LookupError when it cannot be resolved."""
+
+
+class ProxyGate:
+    def __init__(self, gate: Gate, *, resolve: UpstreamResolver, http: httpx.AsyncClient | None = None) -> None:
+        self.gate = gate
+        self.resolve = resolve
+        self.http = http or httpx.AsyncClient(
+            follow_redirects=False, trust_env=False,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def handle(self, req: ProxyRequest, out: Responder) -> None:
+        start = time.perf_counter()
+        status = await self._handle(req, out)
+        self.gate.metrics.duration.labels("proxy", str(status)).observe(time.perf_counter() - start)
+
+    async def _handle(self, req: ProxyRequest, out: Responder) -> int:
+        gate = self.gate
+        if not gate.trusted(req.peer):
+            return await _send(out, gate.error(403, Code.UNTRUSTED_SOURCE.value, "forbidden: untrusted source"))
+        if not gate.ready:
+            return await _send(out, gate.unavailable(None, Code.NOT_READY, "verifier has not synced its routes yet"))
+        match = gate.table.lookup(req.target)
+        if match.kind is MatchKind.GUARDED:
+            return await _send(out, gate.unavailable(None, Code.OFFER_UNAVAILABLE,
+                                                     "this offer is not available right now"))
+        if match.route is None:
+            return await _send(out, gate.error(404, Code.ROUTE_NOT_FOUND.value, "no offer at this path"))
+        route = match.route
+        path = req.target.split("?", 1)[0].split("#", 1)[0]
+        proto = req.header("x-forwarded-proto") or "http"
+        host = req.header("x-forwarded-host") or req.header("host") or "localhost"
+        admitted = await gate.admit(route, req.header, resource_url=f"{proto}://{host}{path}",
+                                    method=req.method.upper())
+        if isinstance(admitted, Response):
+            return await _send(out, admitted)
+        try:
+            base = self.resolve(route)
+        except LookupError as err:
+            gate.replay.drop(admitted.key)
+            log.warning("cannot resolve upstream of %s: %s", route.pattern, err)
+            return await _send(out, gate.error(502, Code.UPSTREAM_UNAVAILABLE.value, "upstream unavailable"))
+        upstream_req = self._build(req, route, base, payer=admitted.payer)
+        try:
+            resp = await self.http.send(upstream_req, stream=True)
+        except httpx.HTTPError as err:
+            gate.replay.drop(admitted.key)
+            log.warning("upstream of %s unreachable: %s", route.pattern, type(err).__name__)
+            return await _send(out, gate.error(502, Code.UPSTREAM_UNAVAILABLE.value, "upstream unavailable"))
+        try:
+            hdrs = [(k.lower(), v) for k, v in resp.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+            if not (200 <= resp.status_code < 300) or req.method.upper() == "HEAD":
+                gate.replay.drop(admitted.key)  # nothing delivered (or HEAD): no charge
+                send = await out.start(resp.status_code, hdrs)
+                async for chunk in resp.aiter_raw():
+                    await send(chunk)
+                return resp.status_code
+            settled = await gate.settle(admitted, accept=req.header("accept"))
+            if isinstance(settled, Response):
+                return await _send(out, settled)  # the upstream's body is withheld
+            receipt_name, receipt, _tx = settled
+            cache = next((v for k, v in hdrs if k == "cache-control"), "")
+            hdrs = [(k, v) for k, v in hdrs if k != "cache-control"]
+            hdrs.append(("cache-control", cache if "no-store" in cache else "private"))
+            hdrs.append((receipt_name.lower(), receipt))
+            send = await out.start(resp.status_code, hdrs)
+            async for chunk in resp.aiter_raw():
+                await send(chunk)
+            return resp.status_code
+        finally:
+            await resp.aclose()
+
+    def _build(self, req: ProxyRequest, route: Route, base: str, *, payer: str) -> httpx.Request:
+        target = req.target
+        prefix = route.prefix
+        if prefix != "/" and target.startswith(prefix):
+            target = target[len(prefix):]
+        if not target.startswith("/"):
+            target = "/" + target
+        fwd: list[tuple[str, str]] = []
+        xff = ""
+        for k, v in req.headers:
+            if k in HOP_BY_HOP or k in STRIP_REQUEST or k.startswith("x-payment"):
+                continue
+            if k == "authorization" and route.upstream_auth:
+                continue
+            if k == "x-forwarded-for":
+                xff = v
+                continue
+            fwd.append((k, v))
+        if route.upstream_auth:
+            fwd.append(("authorization", route.upstream_auth))
+        fwd.append(("x-payment-status", "verified"))
+        fwd.append(("x-payment-payer", payer))
+        peer = (req.peer or "").rsplit(":", 1)[0]
+        fwd.append(("x-forwarded-for", f"{xff}, {peer}" if xff and peer else (xff or peer)))
+        has_body = req.method.upper() not in ("GET", "HEAD") or req.header("content-length") not in (None, "0")
+        timeout = httpx.Timeout(float(max(route.max_timeout_seconds + 120, 60)), connect=5.0)
+        return self.http.build_request(
+            req.method, base.rstrip("/") + target, headers=fwd,
+            content=req.body if has_body else None, timeout=timeout,
+        )
+
+
+async def _send(out: Responder, resp: Response) -> int:
+    await out.respond(resp)
+    return resp.status
