@@ -74,6 +74,7 @@ class ControlPlane:
         self.namespaces = namespaces
         self.info: ControlPlaneInfo | None = None
         self._pids: dict[str, int] = {}
+        self._apiserver_argv: list[Any] = []
 
     async def start(self, *, timeout: float = 90.0) -> ControlPlaneInfo:
         bin_dir = self.bin_dir or await asyncio.to_thread(paths.controlplane_bin)
@@ -148,8 +149,7 @@ class ControlPlane:
     ) -> str:
         port = process.free_port()
         server = f"https://127.0.0.1:{port}"
-        self._pids["kube-apiserver"] = process.spawn(
-            [
+        self._apiserver_argv = [
                 bin_dir / "kube-apiserver",
                 "--etcd-servers", etcd_url,
                 "--bind-address", "127.0.0.1",
@@ -167,9 +167,9 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--watch-cache=true",
                 "--v", "0",
-            ],
-            log=logs / "kube-apiserver.log",
-        ).pid
+            ]
+        self._pids["kube-apiserver"] = process.spawn(
+            self._apiserver_argv, log=logs / "kube-apiserver.log").pid
         return server
 
     async def _wait_ready(self, kube: Kube, timeout: float) -> None:
@@ -189,6 +189,20 @@ class ControlPlane:
                 last = str(err)
             await asyncio.sleep(0.2)
         raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last}")
+
+    async def restart_apiserver(self, *, down_for: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver, wait ``down_for`` seconds, start it again on the same port (etcd keeps the data)."""
+        assert self.info is not None
+        process.stop(self._pids["kube-apiserver"])
+        await asyncio.sleep(down_for)
+        self._pids["kube-apiserver"] = process.spawn(
+            self._apiserver_argv, log=self.directory / "logs" / "kube-apiserver.log").pid
+        self.info.pids["kube-apiserver"] = self._pids["kube-apiserver"]
+        kube = Kube.connect(kubeconfig=str(self.info.kubeconfig))
+        try:
+            await self._wait_ready(kube, timeout)
+        finally:
+            await kube.aclose()
 
     def stop(self) -> None:
         """Stop in reverse order; remove the directory if this object created it."""

@@ -31,9 +31,10 @@ def _controlplane_dir() -> Iterator[Path]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def control_plane(
+async def control_plane_handle(
     request: pytest.FixtureRequest, _controlplane_dir: Path
-) -> AsyncIterator[ControlPlaneInfo]:
+) -> AsyncIterator[ControlPlane | None]:
+    """The running ControlPlane (None when the tests use an existing cluster)."""
     existing = os.environ.get("KUBE402_TEST_KUBECONFIG")
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if existing:
@@ -42,9 +43,7 @@ async def control_plane(
         await kube.aclose()
         if reporter:
             reporter.write_line(f"kube-apiserver {version.get('gitVersion')} (existing, {existing})")
-        yield ControlPlaneInfo(
-            directory=Path(existing).parent, kubeconfig=Path(existing), server="", etcd_url="", pids={}
-        )
+        yield None
         return
     cp = ControlPlane(_controlplane_dir, owns_directory=False)
     info = await cp.start()
@@ -57,9 +56,20 @@ async def control_plane(
                 f"\nkube-apiserver {version.get('gitVersion')} ({version.get('goVersion')}) at {info.server}, "
                 f"pids {info.pids}"
             )
-        yield info
+        yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_handle: ControlPlane | None) -> ControlPlaneInfo:
+    """etcd + kube-apiserver + kube-controller-manager with all CRDs (or $KUBE402_TEST_KUBECONFIG)."""
+    if control_plane_handle is None:
+        existing = os.environ["KUBE402_TEST_KUBECONFIG"]
+        return ControlPlaneInfo(directory=Path(existing).parent, kubeconfig=Path(existing), server="",
+                                etcd_url="", pids={})
+    assert control_plane_handle.info is not None
+    return control_plane_handle.info
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -48,9 +48,13 @@ def resource_for(doc: dict[str, Any]) -> resources.Resource:
 async def test_kustomization_applies_with_server_side_dry_run(kube: Kube) -> None:
     docs = kustomize()
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition",
-                            "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                            "Deployment"] + [k for k in kinds if k in ("Service",)])
+    per_component = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"]
+    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "Service",
+                            *per_component, *per_component])
+    verifier = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "x402-verifier")
+    assert verifier["spec"]["replicas"] == 2
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert [p["port"] for p in service["spec"]["ports"]] == [8080, 8081]
     for doc in docs:
         applied = await kube.apply(resource_for(doc), doc, dry_run=True)
         assert applied["metadata"]["name"] == doc["metadata"]["name"]
@@ -113,3 +117,48 @@ async def test_controller_runs_with_exactly_the_shipped_rbac(
     finally:
         process.stop(proc.pid)
         upstream.stop()
+
+
+async def test_verifier_runs_with_exactly_the_shipped_rbac(
+    kube: Kube, namespace: str, control_plane: ControlPlaneInfo, tmp_path: Path
+) -> None:
+    for doc in kustomize("deploy/verifier"):
+        if doc["kind"] not in ("Deployment", "Service"):
+            await kube.apply(resource_for(doc), doc)
+    kubeconfig = await sa_kubeconfig(kube, control_plane, tmp_path, "x402", "x402-verifier")
+    sa_kube = Kube.connect(kubeconfig=str(kubeconfig))
+    try:
+        with pytest.raises(errors.Invalid) as denied:  # read-only: no writes to offers
+            await sa_kube.merge_patch(resources.SERVICE_OFFER, "x", namespace=namespace, patch={"metadata": {}})
+        assert denied.value.code == 403
+        with pytest.raises(errors.Invalid):  # only litellm-secrets, never other Secrets
+            await sa_kube.get(resources.SECRET, "x402-secrets", namespace="x402")
+    finally:
+        await sa_kube.aclose()
+    offer = v1alpha1.offer_manifest(f"{namespace}-v", namespace=namespace, upstream="ollama", port=11434,
+                                    pay_to="0x" + "12" * 20)
+    await kube.create(resources.SERVICE_OFFER, offer)
+    await kube.apply_status(resources.SERVICE_OFFER, namespace=namespace, name=f"{namespace}-v", status={
+        "conditions": [{"type": "RoutePublished", "status": "True", "reason": "Reconciled", "message": "x",
+                        "lastTransitionTime": "2026-11-29T00:00:00Z"}]})
+    port = process.free_port()
+    proc = process.spawn(
+        [sys.executable, "-m", "kube402.cli", "verifier", "--kubeconfig", str(kubeconfig), "--route-source",
+         "kube", "--config", str(tmp_path / "absent.yaml"), "--listen", f"127.0.0.1:{port}",
+         "--proxy-listen", ""], log=tmp_path / "verifier.log")
+    try:
+        async with httpx.AsyncClient() as http:
+            async def readyz() -> int:
+                try:
+                    return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code
+                except httpx.ConnectError:
+                    return 0
+
+            await eventually(readyz, timeout=30, until=lambda s: s == 200, what="verifier ready with its SA")
+            resp = await http.get(f"http://127.0.0.1:{port}/verify",
+                                  headers={"X-Forwarded-Uri": f"/services/{namespace}-v/x"})
+        assert resp.status_code == 402
+        log = (tmp_path / "verifier.log").read_text()
+        assert "403" not in log and "orbidden" not in log, log[-2000:]
+    finally:
+        process.stop(proc.pid)
