@@ -29,6 +29,9 @@ ROUTE_KEYS = {
 }
 
 
+DEFAULT_FACILITATOR = "https://facilitator.x402.rs"
+
+
 class ConfigError(ValueError):
     """The configuration as a whole is unusable."""
 
@@ -53,7 +56,7 @@ class StaticRoute:
 class Config:
     wallet: str = ""
     chain: str = chains.DEFAULT_CHAIN
-    facilitator_url: str = "https://facilitator.x402.rs"
+    facilitator_url: str = DEFAULT_FACILITATOR
     verify_only: bool = False
     routes: tuple[StaticRoute, ...] = ()
     accept_v1: bool = True
@@ -108,7 +111,7 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         chains.lookup(chain)
     except chains.UnknownNetworkError as err:
         raise ConfigError(str(err)) from None
-    facilitator = validate_facilitator_url(str(raw.get("facilitatorURL") or Config.facilitator_url))
+    facilitator = validate_facilitator_url(str(raw.get("facilitatorURL") or DEFAULT_FACILITATOR))
     unmatched = str(raw.get("unmatched", "allow"))
     if unmatched not in ("allow", "deny"):
         raise ConfigError("unmatched must be allow or deny")

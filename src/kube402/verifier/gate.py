@@ -34,6 +34,7 @@ Code = codes.Code
 HeaderGetter = Callable[[str], "str | None"]
 
 JSON = "application/json"
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 @dataclasses.dataclass(slots=True)
@@ -117,7 +118,7 @@ class Gate:
 
     def unavailable(self, route: Route | None, cause: Code, message: str) -> Response:
         labels = route.labels if route else ("", "", "")
-        self.metrics.unavailable.labels(*labels, cause.value).inc()
+        self.metrics.unavailable.inc((*labels, cause.value))
         return self.error(503, cause.value, message)
 
     def challenge_response(
@@ -135,8 +136,8 @@ class Gate:
 
     def refuse(self, route: Route, challenge: requirements.Challenge, reason: str, *, metric_reason: str,
                accept: str | None, extra: tuple[tuple[str, str], ...] = ()) -> Response:
-        self.metrics.failed.labels(*route.labels).inc()
-        self.metrics.failures.labels(*route.labels, metric_reason).inc()
+        self.metrics.failed.inc(route.labels)
+        self.metrics.failures.inc((*route.labels, metric_reason))
         return self.challenge_response(challenge.with_error(reason), accept=accept, extra=extra)
 
     # -- ForwardAuth ------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Gate:
     async def forward_auth(self, h: HeaderGetter, *, peer: str | None) -> Response:
         start = time.perf_counter()
         resp = await self._forward_auth(h, peer)
-        self.metrics.duration.labels("forwardAuth", str(resp.status)).observe(time.perf_counter() - start)
+        self.metrics.duration.observe(("forwardAuth", _STATUS[resp.status]), time.perf_counter() - start)
         return resp
 
     async def _forward_auth(self, h: HeaderGetter, peer: str | None) -> Response:
@@ -204,7 +205,7 @@ class Gate:
         """SPEC 7.7 steps 5-11 for a priced route: a Response (challenge or refusal) or an Admitted payment."""
         m = self.metrics
         labels = route.labels
-        m.requests.labels(*labels).inc()
+        m.requests.inc(labels)
         if method == "OPTIONS" and h("access-control-request-method"):
             return Response(200, [], b"")
         accept = h("accept")
@@ -212,7 +213,7 @@ class Gate:
         sig = h("payment-signature")
         xpay = h("x-payment")
         if not sig and not xpay:
-            m.payment_required.labels(*labels).inc()
+            m.payment_required.inc(labels)
             return self.challenge_response(challenge, accept=accept)
         if sig and xpay and sig != xpay:
             return self._bad(route, challenge, Code.CONFLICTING_PAYMENT_HEADERS,
@@ -220,7 +221,7 @@ class Gate:
         value = sig or xpay or ""
         limit = self.config.max_payment_header_bytes
         if len(value) > limit:
-            m.failures.labels(*labels, Code.PAYMENT_HEADER_TOO_LARGE.value).inc()
+            m.failures.inc((*labels, Code.PAYMENT_HEADER_TOO_LARGE.value))
             return self.error(431, Code.PAYMENT_HEADER_TOO_LARGE.value,
                               f"payment header larger than {limit} bytes",
                               (headers.PAYMENT_REQUIRED, challenge.header))
@@ -244,7 +245,7 @@ class Gate:
         resolving_pending = False
         if existing is not None:
             if existing.state is State.IN_FLIGHT:
-                m.failures.labels(*labels, Code.PAYMENT_IN_PROGRESS.value).inc()
+                m.failures.inc((*labels, Code.PAYMENT_IN_PROGRESS.value))
                 return self.error(409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed")
             if existing.state is State.PENDING:
                 if existing.payload_hash != payload_hash:
@@ -267,8 +268,8 @@ class Gate:
         return await self._verify(admitted, accept=accept)
 
     def _bad(self, route: Route, challenge: requirements.Challenge, code: Code, message: str) -> Response:
-        self.metrics.failed.labels(*route.labels).inc()
-        self.metrics.failures.labels(*route.labels, code.value).inc()
+        self.metrics.failed.inc(route.labels)
+        self.metrics.failures.inc((*route.labels, code.value))
         return self.error(400, code.value, message, (headers.PAYMENT_REQUIRED, challenge.with_error(code.value).header))
 
     async def _verify(self, a: Admitted, *, accept: str | None) -> Admitted | Response:
@@ -296,7 +297,7 @@ class Gate:
             reason = result.invalid_reason or "invalid_payment"
             log.info("payment refused by facilitator", extra={"fields": {"reason": reason, "route": route.pattern}})
             return self.refuse(route, a.challenge, reason, metric_reason="facilitator_invalid", accept=accept)
-        self.metrics.verified.labels(*route.labels).inc()
+        self.metrics.verified.inc(route.labels)
         return a
 
     async def settle(self, a: Admitted, *, accept: str | None) -> tuple[str, str, str] | Response:
@@ -328,20 +329,20 @@ class Gate:
             tx = result.transaction if result is not None else ""
             self.replay.pending(a.key, payload_hash=a.payload_hash, tx=tx,
                                 valid_before=a.decoded.authorization.valid_before)
-            self.metrics.settlements.labels(*route.labels, "pending").inc()
+            self.metrics.settlements.inc((*route.labels, "pending"))
             return self.unavailable(route, Code.SETTLEMENT_PENDING,
                                     "settlement outcome unknown; retry with the same payment")
         receipt = headers.encode_b64_json(result.raw)
         if not result.success:
             self.replay.drop(a.key)
-            self.metrics.settlements.labels(*route.labels, "failed").inc()
+            self.metrics.settlements.inc((*route.labels, "failed"))
             reason = result.error_reason or "settle_failed"
             log.info("settlement failed", extra={"fields": {"reason": reason, "route": route.pattern}})
             return self.refuse(route, a.challenge, reason, metric_reason="settle_failed", accept=accept,
                                extra=((receipt_name, receipt),))
         self.replay.settled(a.key, tx=result.transaction)
-        self.metrics.settlements.labels(*route.labels, "success").inc()
-        self.metrics.charged.labels(*route.labels).inc()
+        self.metrics.settlements.inc((*route.labels, "success"))
+        self.metrics.charged.inc(route.labels)
         return receipt_name, receipt, result.transaction
 
 

@@ -77,7 +77,7 @@ class ProxyGate:
     async def handle(self, req: ProxyRequest, out: Responder) -> None:
         start = time.perf_counter()
         status = await self._handle(req, out)
-        self.gate.metrics.duration.labels("proxy", str(status)).observe(time.perf_counter() - start)
+        self.gate.metrics.duration.observe(("proxy", str(status)), time.perf_counter() - start)
 
     async def _handle(self, req: ProxyRequest, out: Responder) -> int:
         gate = self.gate
