@@ -33,4 +33,8 @@ def run(args: argparse.Namespace) -> int:
         route_source=args.route_source, kubeconfig=args.kubeconfig, namespace=args.namespace,
         upstream_resolution=args.upstream_resolution, default_gate_mode=args.default_gate_mode,
     )
-    return asyncio.run(Verifier(options).run_forever())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency; plain asyncio still works
+        return asyncio.run(Verifier(options).run_forever())
+    return uvloop.run(Verifier(options).run_forever())
