@@ -29,6 +29,7 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length",
 })
+"""Not copied between hops. (A request's Content-Length is passed on when the body is streamed unchanged.)"""
 STRIP_REQUEST = frozenset({"payment-signature", "x-payment"})
 
 
@@ -153,6 +154,9 @@ class ProxyGate:
                 xff = v
                 continue
             fwd.append((k, v))
+        length = req.header("content-length")
+        if length is not None and req.header("transfer-encoding") is None:
+            fwd.append(("content-length", length))
         if route.upstream_auth:
             fwd.append(("authorization", route.upstream_auth))
         fwd.append(("x-payment-status", "verified"))

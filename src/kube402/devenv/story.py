@@ -1,0 +1,154 @@
+"""The whole seller story in one process, on real parts: for end-to-end tests and benchmarks.
+
+:class:`LocalStack` takes a running control plane and starts, on loopback: anvil made to look like Base
+Sepolia (token and registry at their canonical addresses, the buyer funded), ``kube402 facilitator``, the
+controller and the verifier (kube route source, EndpointSlice/ExternalName upstream resolution), and the
+ForwardAuth gateway that routes by the controller's HTTPRoutes and Middlewares as Traefik would. The demo
+(``hack/demo.py``) runs the same parts as background processes instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from kube402.api import names
+from kube402.chain import devchain, rpc, token
+from kube402.chain.facilitator import config as fac_config
+from kube402.chain.facilitator import main as fac_main
+from kube402.controller import main as controller_main
+from kube402.controller.settings import Settings as ControllerSettings
+from kube402.devenv import anvil, gateway, process
+from kube402.kube import resources
+from kube402.kube.client import Kube
+from kube402.kube.informer import Informer
+from kube402.verifier.main import Options, Verifier
+
+__all__ = ["LocalStack", "pricing_yaml"]
+
+BUYER_FUNDS = 1_000_000_000
+
+
+def pricing_yaml(*, wallet: str, facilitator_url: str, guard_grace: int = 2) -> str:
+    return (f'wallet: "{wallet}"\nchain: base-sepolia\nfacilitatorURL: {facilitator_url}\nverifyOnly: false\n'
+            f"guardGraceSeconds: {guard_grace}\n")
+
+
+@dataclasses.dataclass
+class LocalStack:
+    kubeconfig: Path
+    workdir: Path
+    seller: LocalAccount = dataclasses.field(default_factory=lambda: devchain.dev_account(1))
+    buyer: LocalAccount = dataclasses.field(default_factory=lambda: devchain.dev_account(2))
+    relayer: LocalAccount = dataclasses.field(default_factory=lambda: devchain.dev_account(5))
+    controller_workers: int = 4
+
+    def __post_init__(self) -> None:
+        self.kube: Kube | None = None
+        self.chain: devchain.DevChainInfo | None = None
+        self.node: rpc.Rpc | None = None
+        self.usdc: token.Token | None = None
+        self.facilitator: fac_main.Facilitator | None = None
+        self.verifier: Verifier | None = None
+        self.controller: controller_main.Controller | None = None
+        self.gateway: gateway.ForwardAuthGateway | None = None
+        self.gateway_port = 0
+        self._anvil: anvil.Anvil | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def proxy_url(self) -> str:
+        assert self.verifier is not None
+        return f"http://127.0.0.1:{self.verifier.ports['proxy']}"
+
+    @property
+    def verify_url(self) -> str:
+        assert self.verifier is not None
+        return f"http://127.0.0.1:{self.verifier.ports['verify']}/verify"
+
+    async def set_facilitator(self, url: str) -> None:
+        """Point the verifier at another facilitator through the pricing ConfigMap (as `sell pricing` does)."""
+        assert self.kube is not None
+        await self.kube.apply(resources.CONFIGMAP, {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x402-pricing", "namespace": names.SYSTEM_NAMESPACE},
+            "data": {"pricing.yaml": pricing_yaml(wallet=self.seller.address, facilitator_url=url)}})
+
+    async def start(self) -> LocalStack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._anvil = anvil.Anvil(log=self.workdir / "anvil.log")
+        self._anvil.start()
+        self.chain = await devchain.setup_base_sepolia(self._anvil.rpc_url)
+        self.node = await rpc.connect(self._anvil.rpc_url, chain_id=84532)
+        self.usdc = token.Token(self.node, self.chain.token)
+        await devchain.mint(self.chain, self.buyer.address, BUYER_FUNDS)
+
+        settings = fac_config.Settings(
+            networks=(fac_config.parse_network(f"base-sepolia={self._anvil.rpc_url}"),),
+            listen="127.0.0.1:0", confirmation_timeout=10.0)
+        self.facilitator = await self._stack.enter_async_context(
+            fac_main.Facilitator(settings, account=self.relayer))
+
+        self.kube = Kube.connect(kubeconfig=str(self.kubeconfig), field_manager="kube402-story")
+        await self.set_facilitator(self.facilitator.url)
+
+        ctl_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
+        self.controller = controller_main.Controller(ctl_kube, ControllerSettings(
+            upstream_resolution="endpointslice", leader_elect=False, metrics_listen="",
+            workers=self.controller_workers, requeue_not_ready=1.0, requeue_ready=5.0))
+        self._tasks += [asyncio.create_task(inf.run()) for inf in self.controller.informers]
+        self._tasks.append(asyncio.create_task(self.controller.lead()))
+
+        self.verifier = Verifier(Options(
+            config_path=str(self.workdir / "no-file.yaml"), route_source="kube", kubeconfig=str(self.kubeconfig),
+            listen=f"127.0.0.1:{process.free_port()}", proxy_listen=f"127.0.0.1:{process.free_port()}",
+            upstream_resolution="endpointslice"))
+        await self.verifier.start()
+
+        gw_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
+        routes = Informer(gw_kube, resources.HTTPROUTE)
+        mws = Informer(gw_kube, resources.MIDDLEWARE)
+        svcs = Informer(gw_kube, resources.SERVICE)
+        self._gw_kube = gw_kube
+        for inf in (routes, mws, svcs):
+            self._tasks.append(asyncio.create_task(inf.run()))
+        verifier = self.verifier
+        self.gateway = gateway.ForwardAuthGateway(routes=lambda: gateway.routes_from_cluster(
+            httproutes=routes.store, middlewares=mws.store, services=svcs.store,
+            verify_url=self.verify_url, verifier_service=("x402", "x402-verifier"),
+            verifier_proxy_url=f"http://127.0.0.1:{verifier.ports['proxy']}"))
+        self.gateway_port = process.free_port()
+        await self._stack.enter_async_context(gateway.serving(self.gateway, self.gateway_port))
+        self._ctl_kube = ctl_kube
+        return self
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.aclose()
+        await self._stack.aclose()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.verifier is not None:
+            await self.verifier.stop()
+        for k in (self.kube, getattr(self, "_ctl_kube", None), getattr(self, "_gw_kube", None)):
+            if k is not None:
+                await k.aclose()
+        if self._anvil is not None:
+            self._anvil.stop()
+
+    async def balances(self, *addresses: str) -> list[int]:
+        assert self.usdc is not None
+        return [await self.usdc.balance_of(a) for a in addresses]

@@ -1,0 +1,32 @@
+"""The whole story on real parts: control plane, anvil, facilitator, controller, verifier, gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from kube402.devenv.controlplane import ControlPlaneInfo
+from kube402.devenv.story import LocalStack
+from kube402.devenv.upstream import TestUpstream
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
+async def stack(control_plane: ControlPlaneInfo, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
+    s = LocalStack(kubeconfig=control_plane.kubeconfig, workdir=Path(tmp_path_factory.mktemp("story")))
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+@pytest.fixture
+def upstream() -> Iterator[TestUpstream]:
+    server = TestUpstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
