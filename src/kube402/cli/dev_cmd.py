@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     dsub.add_parser("up", help="start (idempotent) and print the endpoints").set_defaults(func=_up)
     dsub.add_parser("down", help="stop exactly the processes `up` started").set_defaults(func=_down)
     dsub.add_parser("status", help="show which processes are alive").set_defaults(func=_status)
+    up = dsub.add_parser("upstream", help="serve the OpenAI-compatible demo/test upstream (foreground)")
+    up.add_argument("--port", type=int, default=11434)
+    up.set_defaults(func=_upstream)
 
 
 def _say(text: str) -> None:
@@ -58,3 +61,17 @@ def _status(args: argparse.Namespace) -> int:
         for line in state.env_lines():
             print(line)
     return 0 if all(st.values()) else 1
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    import signal
+
+    from kube402.devenv.upstream import TestUpstream
+
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    server = TestUpstream(port=args.port).start()
+    _say(f"demo upstream on {server.url} (GET /health, POST /v1/chat/completions)")
+    signal.sigwait(stop_signals)
+    server.stop()
+    return 0

@@ -17,7 +17,7 @@ from typing import Any
 from kube402.devenv import process
 from kube402.devenv.controlplane import ControlPlane
 
-__all__ = ["DevState", "down", "load", "status", "up"]
+__all__ = ["DevState", "add_process", "down", "load", "set_extra", "status", "up"]
 
 Progress = Callable[[str], None]
 
@@ -102,6 +102,29 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
             process.stop(pid)
         raise
     return state, True
+
+
+def _loaded(directory: Path) -> DevState:
+    state = load(directory.resolve())
+    if state is None:
+        raise RuntimeError("no running environment; run `kube402 dev up` first")
+    return state
+
+
+def add_process(directory: Path, name: str, pid: int) -> DevState:
+    """Record one more background process so that ``dev down`` stops it too."""
+    state = _loaded(directory)
+    state.pids[name] = pid
+    state.save()
+    return state
+
+
+def set_extra(directory: Path, **extra: Any) -> DevState:
+    """Record endpoints or other facts of the running environment in ``state.json``."""
+    state = _loaded(directory)
+    state.extra.update(extra)
+    state.save()
+    return state
 
 
 def down(directory: Path) -> list[str]:
