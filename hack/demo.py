@@ -19,7 +19,7 @@ import httpx
 
 from kube402.api import money, v1alpha1
 from kube402.chain import devchain, rpc, token
-from kube402.devenv import process, stack
+from kube402.devenv import services, stack
 from kube402.devenv.story import BUYER_FUNDS, pricing_yaml
 from kube402.devenv.testing import conditions
 from kube402.kube import resources
@@ -39,57 +39,16 @@ def usdc(amount: int) -> str:
     return f"{money.format_atomic(amount, decimals=6)} USDC"
 
 
-def start_service(state: stack.DevState, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-    pid = state.pids.get(name)
-    if pid and process.alive(pid):
-        return
-    proc = process.spawn([sys.executable, "-m", "kube402.cli", "--log-level", "warning", *argv],
-                         log=STATE.resolve() / "logs" / f"{name}.log", env=env)
-    stack.add_process(STATE, name, proc.pid)
-    state.pids[name] = proc.pid
-
-
-async def wait_http(url: str, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} did not come up; see {STATE}/logs")
-            await asyncio.sleep(0.1)
-
-
 async def main() -> int:
     say("bringing up the local environment: kube-apiserver + etcd + controller-manager, anvil (chain 84532)")
     state, started = await stack.up(STATE, progress=lambda t: say("  " + t))
     if not started:
         say("  environment already running; reusing it")
-    ports = state.extra.get("ports") or {
-        k: process.free_port() for k in ("facilitator", "verifier", "gate", "controller", "upstream")}
-    stack.set_extra(STATE, ports=ports)
     kubeconfig = state.kubeconfig
     seller, buyer, relayer = devchain.dev_account(1), devchain.dev_account(2), devchain.dev_account(5)
-
     say("starting kube402 facilitator, verifier, controller and the demo upstream")
-    start_service(state, "facilitator", ["facilitator", "--listen", f"127.0.0.1:{ports['facilitator']}",
-                                         "--rpc-url", f"base-sepolia={state.rpc_url}"],
-                  env={"KUBE402_FACILITATOR_KEY": relayer.key.hex()})
-    start_service(state, "verifier", ["verifier", "--route-source", "kube", "--kubeconfig", kubeconfig,
-                                      "--config", str(STATE.resolve() / "no-pricing-file.yaml"),
-                                      "--listen", f"127.0.0.1:{ports['verifier']}",
-                                      "--proxy-listen", f"127.0.0.1:{ports['gate']}",
-                                      "--upstream-resolution", "endpointslice"])
-    start_service(state, "controller", ["controller", "--kubeconfig", kubeconfig, "--upstream-resolution",
-                                        "endpointslice", "--metrics-listen", f"127.0.0.1:{ports['controller']}"])
-    start_service(state, "upstream", ["dev", "upstream", "--port", str(ports["upstream"])])
+    ports = await services.start(STATE)
     fac_url = f"http://127.0.0.1:{ports['facilitator']}"
-    await wait_http(f"{fac_url}/healthz", "facilitator")
-    await wait_http(f"http://127.0.0.1:{ports['verifier']}/healthz", "verifier")
-    await wait_http(f"http://127.0.0.1:{ports['upstream']}/health", "demo upstream")
     supported = httpx.get(f"{fac_url}/supported").json()
     say(f"  facilitator {fac_url} supports " + ", ".join(
         f"v{k['x402Version']} {k['network']}" for k in supported["kinds"]))

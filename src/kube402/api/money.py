@@ -12,7 +12,6 @@ asset's smallest unit. SPEC section 8 fixes the arithmetic:
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import enum
 import re
 from collections.abc import Mapping
@@ -34,7 +33,6 @@ __all__ = [
 PRICE_PATTERN: Final = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
 APPROX_TOKENS_PER_REQUEST: Final = 1000
 HOUR_FRACTION: Final = Fraction(5, 60)
-_CTX: Final = decimal.Context(prec=120, rounding=decimal.ROUND_HALF_UP)
 
 
 class InvalidPriceError(ValueError):
@@ -67,7 +65,7 @@ def parse_price(text: object, *, field: str = "price") -> Decimal:
     """Parse a decimal price string (no sign, exponent or leading dot); reject anything else."""
     if not isinstance(text, str):
         raise InvalidPriceError(f"{field} must be a decimal string, got {type(text).__name__}")
-    if not PRICE_PATTERN.match(text):
+    if not PRICE_PATTERN.fullmatch(text):
         raise InvalidPriceError(f"{field} {text!r} is not a non-negative decimal number")
     return Decimal(text)
 
@@ -76,10 +74,10 @@ def to_atomic(value: Decimal, *, decimals: int) -> int:
     """Exact conversion; raises InvalidPriceError if ``value`` has more than ``decimals`` places."""
     if value.is_nan() or value.is_infinite() or value < 0:
         raise InvalidPriceError(f"{value} is not a non-negative finite amount")
-    scaled = value.scaleb(decimals, context=_CTX)
-    if scaled != scaled.to_integral_value(context=_CTX):
+    exact = Fraction(value) * 10**decimals  # exact at any size: no working precision to run out of
+    if exact.denominator != 1:
         raise InvalidPriceError(f"{value} has more than {decimals} decimal places")
-    return int(scaled)
+    return exact.numerator
 
 
 def _round_half_up(value: Fraction) -> int:
@@ -92,12 +90,11 @@ def format_atomic(amount: int, *, decimals: int) -> str:
     """Render atomic units as a plain decimal string (``1000`` at 6 decimals → ``0.001``)."""
     if amount < 0:
         raise ValueError("amount must be non-negative")
-    text = str(Decimal(amount).scaleb(-decimals, context=_CTX))
-    if "E" in text or "e" in text:
-        text = format(Decimal(amount).scaleb(-decimals, context=_CTX), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    if decimals <= 0:
+        return str(amount * 10**-decimals)
+    digits = str(amount).rjust(decimals + 1, "0")  # string slicing: exact for any size
+    whole, frac = digits[:-decimals], digits[-decimals:].rstrip("0")
+    return f"{whole}.{frac}" if frac else whole
 
 
 def per_request_charge(price: Mapping[str, object], *, decimals: int) -> Charge:

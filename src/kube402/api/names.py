@@ -34,6 +34,11 @@ PLURAL_OFFER: Final = "serviceoffers"
 KIND_RR: Final = "RegistrationRequest"
 PLURAL_RR: Final = "registrationrequests"
 
+# Third-party kinds the controller renders (apiVersion, kind).
+MIDDLEWARE_KIND: Final = ("traefik.io/v1alpha1", "Middleware")
+HTTPROUTE_KIND: Final = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+REFERENCEGRANT_KIND: Final = ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant")
+
 FIELD_MANAGER: Final = "serviceoffer-controller"
 FINALIZER: Final = "monetize.obol.org/finalizer"
 ANNOTATION_PAUSED: Final = "obol.org/paused"

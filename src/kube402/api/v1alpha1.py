@@ -62,6 +62,10 @@ def _int(value: object, default: int) -> int:
     return default
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _strs(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
@@ -180,7 +184,7 @@ class ServiceOffer:
             name=_str(reg.get("name")),
             description=_str(reg.get("description")),
             image=_str(reg.get("image")),
-            services=tuple(s for s in (reg.get("services") or []) if isinstance(s, Mapping)),
+            services=tuple(s for s in _list(reg.get("services")) if isinstance(s, Mapping)),
             skills=_strs(reg.get("skills")),
             domains=_strs(reg.get("domains")),
             supported_trust=_strs(reg.get("supportedTrust")),

@@ -25,7 +25,7 @@ def path_problem(path: str) -> str | None:
     """Why ``spec.path`` is not acceptable, or None. An empty path means the default and is fine."""
     if not path:
         return None
-    if not PATH.match(path):
+    if not PATH.fullmatch(path):
         return f"path {path!r} must match ^/[a-zA-Z0-9/_.-]*$"
     trimmed = path.rstrip("/")
     if trimmed == "":
@@ -47,9 +47,11 @@ def spec_problems(offer: v1alpha1.ServiceOffer) -> list[str]:
     out: list[str] = []
     if offer.type and offer.type not in {t.value for t in v1alpha1.OfferType}:
         out.append(f"type {offer.type!r} is not one of inference, fine-tuning, http")
-    if not offer.upstream.service or len(offer.upstream.service) > 63 or not DNS1035.match(offer.upstream.service):
+    if not offer.upstream.service or len(offer.upstream.service) > 63 or not DNS1035.fullmatch(offer.upstream.service):
         out.append(f"upstream.service {offer.upstream.service!r} is not a valid Service name")
-    if offer.upstream.namespace and not DNS1123.match(offer.upstream.namespace):
+    if offer.upstream.namespace and (
+        len(offer.upstream.namespace) > 63 or not DNS1123.fullmatch(offer.upstream.namespace)
+    ):
         out.append(f"upstream.namespace {offer.upstream.namespace!r} is not a valid namespace")
     if not 1 <= offer.upstream_port <= 65535:
         out.append(f"upstream.port {offer.upstream_port} is outside 1..65535")
@@ -58,7 +60,7 @@ def spec_problems(offer: v1alpha1.ServiceOffer) -> list[str]:
         out.append(f"upstream.healthPath {hp!r} must start with / and not contain ..")
     if offer.payment.scheme != "exact":
         out.append(f"payment.scheme {offer.payment.scheme!r} is not supported (only exact)")
-    if not PAY_TO.match(offer.payment.pay_to):
+    if not PAY_TO.fullmatch(offer.payment.pay_to):
         out.append(f"payment.payTo {offer.payment.pay_to!r} is not an address")
     if not 30 <= offer.payment.max_timeout_seconds <= 86400:
         out.append(f"payment.maxTimeoutSeconds {offer.payment.max_timeout_seconds} is outside 30..86400")

@@ -12,7 +12,6 @@ from typing import Any
 
 from kube402.api import names, v1alpha1
 from kube402.controller.settings import Settings
-from kube402.kube import resources
 
 __all__ = [
     "AUTH_RESPONSE_HEADERS",
@@ -72,8 +71,8 @@ def request_timeout(max_timeout_seconds: int) -> str | None:
 
 def middleware(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> Obj:
     return {
-        "apiVersion": resources.MIDDLEWARE.api_version,
-        "kind": resources.MIDDLEWARE.kind,
+        "apiVersion": names.MIDDLEWARE_KIND[0],
+        "kind": names.MIDDLEWARE_KIND[1],
         "metadata": _meta(offer, names.middleware_name(offer.name)),
         "spec": {
             "forwardAuth": {
@@ -115,8 +114,8 @@ def httproute(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> Obj:
     if timeout:
         rule["timeouts"] = {"request": timeout}
     return {
-        "apiVersion": resources.HTTPROUTE.api_version,
-        "kind": resources.HTTPROUTE.kind,
+        "apiVersion": names.HTTPROUTE_KIND[0],
+        "kind": names.HTTPROUTE_KIND[1],
         "metadata": _meta(offer, names.httproute_name(offer.name)),
         "spec": {"parentRefs": [parent], "rules": [rule]},
     }
@@ -124,8 +123,8 @@ def httproute(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> Obj:
 
 def _grant(offer: v1alpha1.ServiceOffer, *, target_namespace: str, service: str) -> Obj:
     return {
-        "apiVersion": resources.REFERENCEGRANT.api_version,
-        "kind": resources.REFERENCEGRANT.kind,
+        "apiVersion": names.REFERENCEGRANT_KIND[0],
+        "kind": names.REFERENCEGRANT_KIND[1],
         "metadata": {
             "name": names.backend_grant_name(offer.namespace, offer.name),
             "namespace": target_namespace,

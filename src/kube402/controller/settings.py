@@ -36,11 +36,14 @@ class ServiceRef:
     def parse(cls, text: str) -> ServiceRef:
         """``namespace/name:port``."""
         try:
-            ns_name, port = text.rsplit(":", 1)
+            ns_name, port_text = text.rsplit(":", 1)
             ns, name = ns_name.split("/", 1)
-            return cls(ns, name, int(port))
+            port = int(port_text)
         except ValueError:
-            raise ValueError(f"--verifier-service must be namespace/name:port, got {text!r}") from None
+            port, ns, name = 0, "", ""
+        if not ns or not name or "/" in name or not 1 <= port <= 65535:
+            raise ValueError(f"--verifier-service must be namespace/name:port, got {text!r}")
+        return cls(ns, name, port)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -104,7 +104,7 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         raise ConfigError("pricing.yaml must be a mapping")
     warnings: list[str] = []
     wallet = str(raw.get("wallet") or env.get("WALLET_ADDRESS") or "")
-    if wallet and not WALLET.match(wallet):
+    if wallet and not WALLET.fullmatch(wallet):
         raise ConfigError(f"wallet {wallet!r} is not an address")
     chain = str(raw.get("chain") or chains.DEFAULT_CHAIN)
     try:

@@ -124,7 +124,7 @@ def _chain_id(name: str, v1_chain_ids: Mapping[str, int]) -> int:
         return chains.lookup(name).chain_id
     except chains.UnknownNetworkError:
         pass
-    match = _CAIP2.match(name.strip().lower())
+    match = _CAIP2.fullmatch(name.strip().lower())
     if match:
         return int(match.group(1))
     if name in v1_chain_ids:
@@ -152,7 +152,7 @@ def load_key(*, key_file: str | None = None, env: Mapping[str, str] | None = Non
     from eth_account import Account
 
     text = text.strip()
-    if not _KEY.match(text):
+    if not _KEY.fullmatch(text):
         raise ConfigError(f"{source} does not hold a 32-byte hex private key")
     try:
         account: LocalAccount = Account.from_key(text if text.startswith("0x") else "0x" + text)

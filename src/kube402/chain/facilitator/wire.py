@@ -192,16 +192,16 @@ def _authorization(inner: Any, network: str) -> dict[str, str]:
     if type(auth) is not dict or any(type(auth.get(k)) is not str for k in _AUTH_FIELDS):
         raise Invalid(Reason.INVALID_PAYLOAD, "payload.authorization needs string fields "
                       + ", ".join(_AUTH_FIELDS), network=network)
-    payer = auth.get("from") if _ADDRESS.match(auth["from"]) else None
+    payer = auth.get("from") if _ADDRESS.fullmatch(auth["from"]) else None
     checks = (
         ("from", _ADDRESS), ("to", _ADDRESS), ("value", _UINT), ("validAfter", _UINT), ("validBefore", _UINT),
         ("nonce", _NONCE),
     )
     for name, pattern in checks:
-        if not pattern.match(auth[name]):
+        if not pattern.fullmatch(auth[name]):
             raise Invalid(Reason.INVALID_PAYLOAD, f"payload.authorization.{name} is malformed",
                           network=network, payer=payer)
-    if type(signature) is not str or not _HEX.match(signature):
+    if type(signature) is not str or not _HEX.fullmatch(signature):
         raise Invalid(Reason.INVALID_PAYLOAD, "payload.signature must be 0x-prefixed hex", network=network,
                       payer=payer)
     return {k: auth[k] for k in _AUTH_FIELDS}

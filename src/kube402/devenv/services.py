@@ -1,0 +1,76 @@
+"""kube402's own processes on top of ``kube402 dev up``: facilitator, verifier, controller, demo upstream.
+
+Started in the background and recorded in ``.kube402/state.json`` (so ``kube402 dev down`` stops them), on
+free loopback ports kept in the state. Used by ``make demo`` and ``bench/e2e.py``. Idempotent: services that
+are already running are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kube402.chain import devchain
+from kube402.devenv import process, stack
+
+__all__ = ["PORTS", "RELAYER_INDEX", "start", "wait_http"]
+
+PORTS = ("facilitator", "verifier", "gate", "controller", "upstream")
+RELAYER_INDEX = 5
+
+
+async def wait_http(url: str, what: str, *, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(url)).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} did not come up on {url}")
+            await asyncio.sleep(0.1)
+
+
+def _spawn(directory: Path, state: stack.DevState, name: str, argv: list[str],
+           env: dict[str, str] | None = None) -> None:
+    pid = state.pids.get(name)
+    if pid and process.alive(pid):
+        return
+    proc = process.spawn([sys.executable, "-m", "kube402.cli", "--log-level", "warning", *argv],
+                         log=directory / "logs" / f"{name}.log", env=env)
+    stack.add_process(directory, name, proc.pid)
+    state.pids[name] = proc.pid
+
+
+async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, int]:
+    """Start the services of an environment that ``stack.up`` brought up; returns their ports."""
+    directory = directory.resolve()
+    state = stack.load(directory)
+    if state is None:
+        raise RuntimeError("no running environment; run `kube402 dev up` first")
+    ports: dict[str, int] = state.extra.get("ports") or {k: process.free_port() for k in PORTS}
+    stack.set_extra(directory, ports=ports)
+    relayer = devchain.dev_account(RELAYER_INDEX)
+    kubeconfig = state.kubeconfig
+    _spawn(directory, state, "facilitator",
+           ["facilitator", "--listen", f"127.0.0.1:{ports['facilitator']}", "--rpc-url",
+            f"base-sepolia={state.rpc_url}"], env={"KUBE402_FACILITATOR_KEY": relayer.key.hex()})
+    _spawn(directory, state, "verifier",
+           ["verifier", "--route-source", "kube", "--kubeconfig", kubeconfig,
+            "--config", str(directory / "no-pricing-file.yaml"), "--listen", f"127.0.0.1:{ports['verifier']}",
+            "--proxy-listen", f"127.0.0.1:{ports['gate']}", "--upstream-resolution", "endpointslice"])
+    _spawn(directory, state, "controller",
+           ["controller", "--kubeconfig", kubeconfig, "--upstream-resolution", "endpointslice",
+            "--workers", str(controller_workers), "--metrics-listen", f"127.0.0.1:{ports['controller']}"])
+    _spawn(directory, state, "upstream", ["dev", "upstream", "--port", str(ports["upstream"])])
+    await wait_http(f"http://127.0.0.1:{ports['facilitator']}/healthz", "facilitator")
+    await wait_http(f"http://127.0.0.1:{ports['verifier']}/healthz", "verifier")
+    await wait_http(f"http://127.0.0.1:{ports['controller']}/healthz", "controller")
+    await wait_http(f"http://127.0.0.1:{ports['upstream']}/health", "demo upstream")
+    return ports
