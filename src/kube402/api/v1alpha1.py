@@ -233,7 +233,9 @@ class ServiceOffer:
     def effective_path(self) -> str:
         if self.path:
             trimmed = self.path.rstrip("/")
-            return trimmed or "/"
+            if not trimmed.startswith("/"):
+                trimmed = "/" + trimmed  # an invalid path (reported as InvalidPath) still yields a path
+            return trimmed
         return f"/services/{self.metadata.name}"
 
     @property
