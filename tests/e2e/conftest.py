@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 
 from kube402.devenv.controlplane import ControlPlaneInfo
-from kube402.devenv.story import LocalStack
+from kube402.localstack import LocalStack
 from kube402.devenv.upstream import TestUpstream
 
 

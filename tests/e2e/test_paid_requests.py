@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 from x402 import x402Client
 from x402.http.clients.httpx import x402HttpxClient
 from x402.http.x402_http_client import x402HTTPClient
@@ -20,7 +19,7 @@ from kube402.api import v1alpha1
 from kube402.chain import devchain
 from kube402.chain.facilitator import config as fac_config
 from kube402.chain.facilitator import main as fac_main
-from kube402.devenv.story import LocalStack
+from kube402.localstack import LocalStack
 from kube402.devenv.testing import condition, eventually
 from kube402.devenv.upstream import TestUpstream
 from kube402.kube import resources
@@ -167,11 +166,11 @@ async def test_streamed_answer_streams_in_proxy_mode(stack: LocalStack, upstream
     url = f"{stack.gateway_url}/services/{name}/v1/chat/completions"
     await routed(stack, url)
     upstream.stream_delay = 0.2
-    async with x402HttpxClient(x402_client(stack), timeout=30) as buyer:
-        async with buyer.stream("POST", url, json={**CHAT, "stream": True}) as resp:
-            assert resp.status_code == 200
-            assert "payment-response" in resp.headers, "settled before the body was relayed"
-            chunks = [c async for c in resp.aiter_text() if c.strip()]
+    async with x402HttpxClient(x402_client(stack), timeout=30) as buyer, \
+            buyer.stream("POST", url, json={**CHAT, "stream": True}) as resp:
+        assert resp.status_code == 200
+        assert "payment-response" in resp.headers, "settled before the body was relayed"
+        chunks = [c async for c in resp.aiter_text() if c.strip()]
     assert len(chunks) >= 3, "the answer arrived in several pieces"
     assert chunks[-1].strip().endswith("[DONE]")
 

@@ -11,9 +11,9 @@ import re
 from typing import Final
 
 __all__ = [
-    "Chain",
     "CHAINS",
     "DEFAULT_CHAIN",
+    "Chain",
     "UnknownNetworkError",
     "identity_registry",
     "lookup",

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "ORDER",
     "Condition",
     "ConditionType",
     "Reason",
     "Status",
-    "ORDER",
     "find",
     "from_raw",
     "rfc3339",
@@ -99,7 +99,7 @@ class Condition:
 
 def rfc3339(now: dt.datetime) -> str:
     """RFC 3339 UTC with second precision (``2026-11-29T03:05:38Z``)."""
-    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def from_raw(raw: object) -> list[Condition]:

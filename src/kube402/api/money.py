@@ -21,9 +21,9 @@ from typing import Final
 
 __all__ = [
     "APPROX_TOKENS_PER_REQUEST",
+    "Charge",
     "InvalidPriceError",
     "PriceModel",
-    "Charge",
     "format_atomic",
     "parse_price",
     "per_request_charge",
@@ -77,7 +77,7 @@ def to_atomic(value: Decimal, *, decimals: int) -> int:
     exact = Fraction(value) * 10**decimals  # exact at any size: no working precision to run out of
     if exact.denominator != 1:
         raise InvalidPriceError(f"{value} has more than {decimals} decimal places")
-    return exact.numerator
+    return int(exact.numerator)
 
 
 def _round_half_up(value: Fraction) -> int:

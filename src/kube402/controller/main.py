@@ -64,7 +64,7 @@ class Controller:
         self.metrics = Metrics()
         self.offers = Informer(kube, resources.SERVICE_OFFER)
         for index in ("path", "upstream", "label"):
-            self.offers.store.add_index(index, lambda o, i=index: _offer_indexes(o)[i])
+            self.offers.store.add_index(index, lambda o, i=index: _offer_indexes(o)[i])  # type: ignore[misc]
         selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY_VALUE}"
         self.children = {r.kind: Informer(kube, r, label_selector=selector) for r in CHILD_RESOURCES}
         for inf in self.children.values():
@@ -163,7 +163,7 @@ class Controller:
         await asyncio.gather(*(inf.synced.wait() for inf in self.informers))
         self.metrics.leader.set(1)
         log.info("leading: %d offers cached; starting %d workers", len(self.offers.store), self.settings.workers)
-        for key in self.offers.store.keys():
+        for key in self.offers.store.keys():  # noqa: SIM118 - Store iterates values
             self.queue.add(key)
         caches = Caches(
             offers=self.offers.store,

@@ -92,7 +92,7 @@ class Reconciler:
         http: httpx.AsyncClient,
         settings: Settings,
         recorder: Recorder,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.kube = kube
         self.caches = caches

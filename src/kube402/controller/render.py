@@ -8,6 +8,7 @@ carry a controller ownerReference to the offer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kube402.api import names, v1alpha1
@@ -156,7 +157,7 @@ def route_objects(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> list[O
     return out
 
 
-def child_key(obj: Obj) -> tuple[str, str, str]:
+def child_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     """(kind, namespace, name) identity of a rendered child."""
     meta = obj.get("metadata") or {}
     return (str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", "")))
@@ -167,7 +168,7 @@ def offer_label_key(namespace: str, name: str) -> str:
     return f"{namespace}/{names.label_value(name)}"
 
 
-def owner_label_key(child: Obj) -> str | None:
+def owner_label_key(child: Mapping[str, Any]) -> str | None:
     """Which offer (as :func:`offer_label_key`) a managed child belongs to, from its labels."""
     meta = child.get("metadata") or {}
     lab = meta.get("labels") or {}

@@ -77,7 +77,7 @@ class ControlPlane:
         self._apiserver_argv: list[Any] = []
 
     async def start(self, *, timeout: float = 90.0) -> ControlPlaneInfo:
-        bin_dir = self.bin_dir or await asyncio.to_thread(paths.controlplane_bin)
+        bin_dir = self.bin_dir if self.bin_dir is not None else await asyncio.to_thread(paths.controlplane_bin)
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
         logs = d / "logs"

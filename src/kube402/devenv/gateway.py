@@ -103,7 +103,7 @@ async def serving(app: Any, port: int) -> Any:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop()  # type: ignore[no-untyped-call]
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)
 

@@ -22,7 +22,7 @@ async def eventually(
 ) -> T:
     """Poll ``probe`` until ``until(result)``; raise TimeoutError with the last result otherwise."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T
     while True:
         last = await probe()
         if until(last):

@@ -8,6 +8,7 @@ bookmarks and 410 Gone. Every write of desired state is server-side apply with o
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -253,7 +254,7 @@ class Kube:
         return data
 
     async def json_patch(
-        self, res: Resource, name: str, ops: list[dict[str, Any]], *, namespace: str | None = None
+        self, res: Resource, name: str, ops: builtins.list[dict[str, Any]], *, namespace: str | None = None
     ) -> dict[str, Any]:
         data: dict[str, Any] = await self._request(
             "PATCH", res.path(namespace=namespace, name=name), body=ops, content_type=_JSON_PATCH

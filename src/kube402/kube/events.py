@@ -26,7 +26,7 @@ class Recorder:
         self, obj: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None:
         meta = obj.get("metadata") or {}
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",

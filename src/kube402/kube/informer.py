@@ -105,7 +105,7 @@ class Informer:
                 continue
             self.store.put(obj)
             self._emit(Event(EventType.MODIFIED if old is not None else EventType.ADDED, key, obj, old))
-        for key in self.store.keys():
+        for key in self.store.keys():  # noqa: SIM118 - Store iterates values
             if key not in seen:
                 old = self.store.remove(key)
                 if old is not None:

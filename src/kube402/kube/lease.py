@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kube402.kube import errors, resources
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def _micro_time(now: dt.datetime) -> str:
-    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -53,7 +53,7 @@ class LeaderElector:
         self._rv = ""
 
     def _body(self, *, acquire: bool, transitions: int, acquire_time: str | None) -> dict[str, Any]:
-        now = _micro_time(dt.datetime.now(dt.timezone.utc))
+        now = _micro_time(dt.datetime.now(dt.UTC))
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -141,7 +141,7 @@ class LeaderElector:
                 lease["spec"]["leaseDurationSeconds"] = 1
                 await self.kube.replace(resources.LEASE, lease)
 
-    async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
+    async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Acquire, run ``lead()`` while leading; return when leadership is lost (caller decides to exit)."""
         await self._acquire()
         self.is_leader.set()

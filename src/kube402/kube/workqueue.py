@@ -73,7 +73,7 @@ class WorkQueue(Generic[K]):
         """Add after the key's exponential backoff; returns the delay used."""
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
-        delay = min(self.base_delay * (2 ** min(n, 32)), self.max_delay)
+        delay: float = min(self.base_delay * float(2 ** min(n, 32)), self.max_delay)
         self.add_after(key, delay)
         return delay
 

@@ -46,7 +46,7 @@ class Route:
     @property
     def prefix(self) -> str:
         """The path prefix the proxy gate strips (``/services/x`` for ``/services/x/*``)."""
-        return self.pattern[:-2] if self.pattern.endswith("/*") else self.pattern
+        return self.pattern.removesuffix("/*")
 
     @property
     def labels(self) -> tuple[str, str, str]:

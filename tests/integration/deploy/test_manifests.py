@@ -4,7 +4,6 @@ the shipped RBAC (a real service-account token), reconciling an offer to Ready w
 from __future__ import annotations
 
 import asyncio
-import base64
 import subprocess
 import sys
 from pathlib import Path

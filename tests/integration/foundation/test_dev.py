@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def kube402(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kube402.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "kube402.cli", *args], cwd=cwd, capture_output=True, check=False,
                           text=True, timeout=600)
 
 
