@@ -9,8 +9,8 @@ import pytest
 import pytest_asyncio
 
 from kube402.devenv.controlplane import ControlPlaneInfo
-from kube402.localstack import LocalStack
 from kube402.devenv.upstream import TestUpstream
+from kube402.localstack import LocalStack
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

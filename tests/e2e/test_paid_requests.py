@@ -19,11 +19,11 @@ from kube402.api import v1alpha1
 from kube402.chain import devchain
 from kube402.chain.facilitator import config as fac_config
 from kube402.chain.facilitator import main as fac_main
-from kube402.localstack import LocalStack
 from kube402.devenv.testing import condition, eventually
 from kube402.devenv.upstream import TestUpstream
 from kube402.kube import resources
 from kube402.kube.client import Kube
+from kube402.localstack import LocalStack
 
 pytestmark = pytest.mark.e2e
 CHAT = {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hello"}]}

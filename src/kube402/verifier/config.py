@@ -32,6 +32,13 @@ ROUTE_KEYS = {
 DEFAULT_FACILITATOR = "https://facilitator.x402.rs"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML floats are kept as their source text: ``price: 0.001`` must stay exactly ``0.001``."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: str(node.value))
+
+
 class ConfigError(ValueError):
     """The configuration as a whole is unusable."""
 
@@ -82,9 +89,50 @@ def validate_facilitator_url(url: str) -> str:
         raise ConfigError(f"facilitatorURL {url!r} must be an http(s) URL")
     if parsed.scheme == "http" and host not in HTTP_HOSTS:
         raise ConfigError(f"facilitatorURL {url!r}: plain http is only allowed for local hosts")
-    if parsed.username or parsed.password or parsed.query or parsed.fragment:
+    if parsed.username or parsed.password or parsed.query or parsed.fragment or "?" in url or "#" in url:
         raise ConfigError(f"facilitatorURL {url!r} must not carry userinfo, a query or a fragment")
     return url.rstrip("/")
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false (unquoted), got {value!r}")
+    return value
+
+
+def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
+    value = raw.get(key) or []
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list")
+    return value
+
+
+def _route(r: Mapping[str, Any], *, wallet: str, chain: str) -> StaticRoute:
+    """One static route; ValueError (the route is skipped) when a value is unusable."""
+    timeout = r.get("maxTimeoutSeconds", 300)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 30 <= timeout <= 86400:
+        raise ValueError("maxTimeoutSeconds must be an integer in 30..86400")
+    price = r.get("price", "")
+    texts = {k: r.get(k) for k in ("description", "payTo", "network", "upstreamAuth", "offerNamespace",
+                                   "offerName", "upstream", "priceModel", "perMTok")}
+    for key, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+    return StaticRoute(
+        pattern=r["pattern"],
+        price=str(price),
+        description=str(texts["description"] or ""),
+        pay_to=str(texts["payTo"] or wallet),
+        network=str(texts["network"] or chain),
+        upstream_auth=str(texts["upstreamAuth"] or ""),
+        offer_namespace=str(texts["offerNamespace"] or ""),
+        offer_name=str(texts["offerName"] or ""),
+        max_timeout_seconds=timeout,
+        upstream=str(texts["upstream"] or ""),
+        price_model=str(texts["priceModel"] or "perRequest"),
+        per_mtok=str(texts["perMTok"] or ""),
+    )
 
 
 def _int(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
@@ -97,7 +145,7 @@ def _int(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> in
 def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, list[str]]:
     """Parse ``pricing.yaml``; returns the config and warnings (skipped routes, unknown keys)."""
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"pricing.yaml is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
@@ -117,7 +165,7 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         raise ConfigError("unmatched must be allow or deny")
     status = _int(raw, "challengeStatus", 402, 401, 402)
     proxies = []
-    for cidr in raw.get("trustedProxies") or []:
+    for cidr in _list(raw, "trustedProxies"):
         try:
             proxies.append(ipaddress.ip_network(str(cidr), strict=False))
         except ValueError:
@@ -132,33 +180,22 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
     warnings += [f"unknown key {k!r} ignored" for k in raw if k not in known]
 
     routes: list[StaticRoute] = []
-    for i, r in enumerate(raw.get("routes") or []):
+    for i, r in enumerate(_list(raw, "routes")):
         if not isinstance(r, dict) or not isinstance(r.get("pattern"), str) or not r["pattern"].startswith("/"):
             warnings.append(f"routes[{i}] skipped: needs a pattern starting with /")
             continue
         warnings += [f"routes[{i}]: unknown key {k!r} ignored" for k in r if k not in ROUTE_KEYS]
-        price = r.get("price", "")
-        routes.append(StaticRoute(
-            pattern=r["pattern"],
-            price=str(price) if not isinstance(price, float) else repr(price),
-            description=str(r.get("description") or ""),
-            pay_to=str(r.get("payTo") or wallet),
-            network=str(r.get("network") or chain),
-            upstream_auth=str(r.get("upstreamAuth") or ""),
-            offer_namespace=str(r.get("offerNamespace") or ""),
-            offer_name=str(r.get("offerName") or ""),
-            max_timeout_seconds=int(r.get("maxTimeoutSeconds") or 300),
-            upstream=str(r.get("upstream") or ""),
-            price_model=str(r.get("priceModel") or "perRequest"),
-            per_mtok=str(r.get("perMTok") or ""),
-        ))
+        try:
+            routes.append(_route(r, wallet=wallet, chain=chain))
+        except ValueError as err:
+            warnings.append(f"routes[{i}] ({r['pattern']}) skipped: {err}")
     return Config(
         wallet=wallet,
         chain=chain,
         facilitator_url=facilitator,
-        verify_only=bool(raw.get("verifyOnly", False)),
+        verify_only=_bool(raw, "verifyOnly", False),
         routes=tuple(routes),
-        accept_v1=bool(raw.get("acceptV1", True)),
+        accept_v1=_bool(raw, "acceptV1", True),
         challenge_status=status,
         verify_timeout=float(_int(raw, "verifyTimeoutSeconds", 5, 1, 120)),
         settle_timeout=float(_int(raw, "settleTimeoutSeconds", 30, 1, 300)),

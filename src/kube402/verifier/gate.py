@@ -81,6 +81,8 @@ class Admitted:
     key: tuple[int, str, str, str]
     payload_hash: str
     payer: str
+    pending_tx: str | None = None
+    """Set when this request resumes an earlier settlement whose outcome is unknown (its tx hash, maybe "")."""
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -146,11 +148,14 @@ class Gate:
         nets = self.config.trusted_proxies
         if not nets:
             return True
+        text = peer or ""
+        host = text.rsplit(":", 1)[0] if text.count(":") == 1 or text.startswith("[") else text
         try:
-            addr = ipaddress.ip_address((peer or "").rsplit(":", 1)[0].strip("[]"))
+            addr = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return False
-        return any(addr in n for n in nets)
+        mapped = getattr(addr, "ipv4_mapped", None)
+        return any(addr in n or (mapped is not None and mapped in n) for n in nets)
 
     async def forward_auth(self, h: HeaderGetter, *, peer: str | None) -> Response:
         start = time.perf_counter()
@@ -185,7 +190,7 @@ class Gate:
         if route.upstream_auth:
             extra.append(("authorization", route.upstream_auth))
         if method == "HEAD":
-            self.replay.drop(admitted.key)
+            self.release(admitted)
             return Response(200, [("x-payment-status", "verified"), *extra], b"")
         if self.config.verify_only:
             self.replay.verify_only(admitted.key, valid_before=admitted.decoded.authorization.valid_before)
@@ -221,6 +226,7 @@ class Gate:
         value = sig or xpay or ""
         limit = self.config.max_payment_header_bytes
         if len(value) > limit:
+            m.failed.inc(labels)
             m.failures.inc((*labels, Code.PAYMENT_HEADER_TOO_LARGE.value))
             return self.error(431, Code.PAYMENT_HEADER_TOO_LARGE.value,
                               f"payment header larger than {limit} bytes",
@@ -242,9 +248,10 @@ class Gate:
         key = (requirement.chain.chain_id, requirement.asset.lower(), auth.from_address.lower(), auth.nonce.hex())
         payload_hash = hashlib.sha256(orjson.dumps(decoded.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
         existing = self.replay.begin(key, payload_hash=payload_hash)
-        resolving_pending = False
+        pending_tx: str | None = None
         if existing is not None:
             if existing.state is State.IN_FLIGHT:
+                m.failed.inc(labels)
                 m.failures.inc((*labels, Code.PAYMENT_IN_PROGRESS.value))
                 return self.error(409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed")
             if existing.state is State.PENDING:
@@ -252,7 +259,7 @@ class Gate:
                     return self.unavailable(route, Code.SETTLEMENT_PENDING,
                                             "an earlier settlement of this authorization is unresolved")
                 self.replay.take_over(key)
-                resolving_pending = True
+                pending_tx = existing.tx
             else:
                 return self.refuse(route, challenge, Code.NONCE_ALREADY_USED.value,
                                    metric_reason=Code.NONCE_ALREADY_USED.value, accept=accept)
@@ -262,10 +269,18 @@ class Gate:
             self.replay.drop(key)
             return self._bad(route, challenge, Code.INVALID_X402_VERSION, "this route has no x402 v1 form")
         admitted = Admitted(route, decoded, requirement, server_reqs, challenge, key, payload_hash,
-                            payer=auth.from_address)
-        if resolving_pending:
+                            payer=auth.from_address, pending_tx=pending_tx)
+        if pending_tx is not None:
             return admitted  # it verified before; only its settlement is unresolved
         return await self._verify(admitted, accept=accept)
+
+    def release(self, a: Admitted) -> None:
+        """Nothing was settled by this request: forget its entry, or keep an earlier unknown settlement pending."""
+        if a.pending_tx is None:
+            self.replay.drop(a.key)
+        else:
+            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=a.pending_tx,
+                                valid_before=a.decoded.authorization.valid_before)
 
     def _bad(self, route: Route, challenge: requirements.Challenge, code: Code, message: str) -> Response:
         self.metrics.failed.inc(route.labels)
@@ -305,10 +320,11 @@ class Gate:
         fac = self.facilitator
         route = a.route
         if fac is None:
-            self.replay.pending(a.key, payload_hash=a.payload_hash, tx="",
+            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=a.pending_tx or "",
                                 valid_before=a.decoded.authorization.valid_before)
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "no facilitator configured")
         result = None
+        known_tx = a.pending_tx or ""
         for attempt in range(2):
             if attempt:
                 await asyncio.sleep(self.settle_retry_delay)
@@ -320,14 +336,14 @@ class Gate:
                 log.warning("facilitator settle outcome unknown: %s", err)
                 result = None
                 continue
+            known_tx = result.transaction or known_tx
             outcome = "pending" if result.pending else ("success" if result.success else "failed")
             self.metrics.facilitator.labels("settle", outcome).observe(time.perf_counter() - start)
             if not result.pending:
                 break
         receipt_name = headers.receipt_header(a.decoded.version)
         if result is None or result.pending:
-            tx = result.transaction if result is not None else ""
-            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=tx,
+            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=known_tx,
                                 valid_before=a.decoded.authorization.valid_before)
             self.metrics.settlements.inc((*route.labels, "pending"))
             return self.unavailable(route, Code.SETTLEMENT_PENDING,

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import httpx
 
 from kube402.verifier.gate import Gate, Response
-from kube402.verifier.routes import MatchKind, Route
+from kube402.verifier.routes import MatchKind, Route, normalize_path
 from kube402.x402 import codes
 
 __all__ = ["ProxyGate", "ProxyRequest", "Responder"]
@@ -103,20 +103,20 @@ class ProxyGate:
         try:
             base = self.resolve(route)
         except LookupError as err:
-            gate.replay.drop(admitted.key)
+            gate.release(admitted)
             log.warning("cannot resolve upstream of %s: %s", route.pattern, err)
             return await _send(out, gate.error(502, Code.UPSTREAM_UNAVAILABLE.value, "upstream unavailable"))
         upstream_req = self._build(req, route, base, payer=admitted.payer)
         try:
             resp = await self.http.send(upstream_req, stream=True)
         except httpx.HTTPError as err:
-            gate.replay.drop(admitted.key)
+            gate.release(admitted)
             log.warning("upstream of %s unreachable: %s", route.pattern, type(err).__name__)
             return await _send(out, gate.error(502, Code.UPSTREAM_UNAVAILABLE.value, "upstream unavailable"))
         try:
             hdrs = [(k.lower(), v) for k, v in resp.headers.multi_items() if k.lower() not in HOP_BY_HOP]
             if not (200 <= resp.status_code < 300) or req.method.upper() == "HEAD":
-                gate.replay.drop(admitted.key)  # nothing delivered (or HEAD): no charge
+                gate.release(admitted)  # nothing delivered (or HEAD): no charge
                 send = await out.start(resp.status_code, hdrs)
                 async for chunk in resp.aiter_raw():
                     await send(chunk)
@@ -139,6 +139,10 @@ class ProxyGate:
     def _build(self, req: ProxyRequest, route: Route, base: str, *, payer: str) -> httpx.Request:
         target = req.target
         prefix = route.prefix
+        if prefix != "/" and not target.startswith(prefix):
+            # Matched on the normalized path (percent-encoding, dot segments): strip from that form.
+            path, sep, query = target.partition("?")
+            target = normalize_path(path) + sep + query
         if prefix != "/" and target.startswith(prefix):
             target = target[len(prefix):]
         if not target.startswith("/"):

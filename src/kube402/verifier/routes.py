@@ -137,9 +137,9 @@ class RouteTable:
         kept: list[Route] = []
 
         def add(pattern: str, entry: Entry) -> bool:
-            if pattern.endswith("/*"):
+            if pattern.endswith("/*") and "*" not in pattern[:-2]:
                 key = pattern[:-2] or "/"
-                if key in prefix or "*" in key:
+                if key in prefix:
                     return False
                 prefix[key] = entry
             elif "*" in pattern:

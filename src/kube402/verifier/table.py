@@ -9,6 +9,7 @@ guarded for ``guardGraceSeconds`` (Traefik may still route through a stale HTTPR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -62,7 +63,11 @@ class TableKeeper:
 
     def offer_changed(self, key: Key, raw: Mapping[str, Any]) -> None:
         self.raw[key] = raw
+        old = self.views.get(key)
         view = offers.route_for_offer(raw, default_gate_mode=self.default_gate_mode, secrets=self.secrets)
+        old_pattern = _pattern(old)
+        if old_pattern and old_pattern != _pattern(view):
+            self._guard_for_grace(old_pattern)  # a stale HTTPRoute may still send the old path here
         if view.skipped:
             log.warning("offer %s/%s not priced: %s", key[0], key[1], view.skipped)
         self.views[key] = view
@@ -73,13 +78,17 @@ class TableKeeper:
     def offer_deleted(self, key: Key) -> None:
         view = self.views.pop(key, None)
         self.raw.pop(key, None)
-        if view is not None:
-            pattern = view.route.pattern if view.route else view.guard.pattern if view.guard else None
-            if pattern and self.gate.config.guard_grace > 0:
-                self.deleted[pattern] = self.clock() + self.gate.config.guard_grace
-                loop = asyncio.get_running_loop()
-                loop.call_later(self.gate.config.guard_grace + 0.05, self.schedule)
+        pattern = _pattern(view)
+        if pattern:
+            self._guard_for_grace(pattern)
         self.schedule()
+
+    def _guard_for_grace(self, pattern: str) -> None:
+        if self.gate.config.guard_grace <= 0:
+            return
+        self.deleted[pattern] = self.clock() + self.gate.config.guard_grace
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(self.gate.config.guard_grace + 0.05, self.schedule)
 
     def refresh_secrets(self, namespace: str) -> None:
         """A litellm-secrets Secret changed: recompute the litellm offers of that namespace."""
@@ -125,3 +134,11 @@ class TableKeeper:
         m.forget_routes(self._labels - labels)
         self._labels = labels
         return table
+
+
+def _pattern(view: offers.OfferView | None) -> str | None:
+    if view is None:
+        return None
+    if view.route is not None:
+        return view.route.pattern
+    return view.guard.pattern if view.guard is not None else None
