@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     dsub.add_parser("status", help="show which processes are alive").set_defaults(func=_status)
     up = dsub.add_parser("upstream", help="serve the OpenAI-compatible demo/test upstream (foreground)")
     up.add_argument("--port", type=int, default=11434)
+    up.add_argument("--host", default="127.0.0.1")
     up.set_defaults(func=_upstream)
 
 
@@ -70,7 +71,7 @@ def _upstream(args: argparse.Namespace) -> int:
 
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    server = TestUpstream(port=args.port).start()
+    server = TestUpstream(port=args.port, host=args.host).start()
     _say(f"demo upstream on {server.url} (GET /health, POST /v1/chat/completions)")
     signal.sigwait(stop_signals)
     server.stop()

@@ -116,7 +116,8 @@ class TestUpstream:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self.health_status = 200
         self.answer_status = 200
@@ -131,7 +132,7 @@ class TestUpstream:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> TestUpstream:
-        server = _Server(("127.0.0.1", self.port), _Handler)
+        server = _Server((self.host, self.port), _Handler)
         server.owner = self
         self.port = server.server_address[1]
         self._server = server
