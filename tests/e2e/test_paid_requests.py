@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from eth_account import Account
 from x402 import x402Client
 from x402.http.clients.httpx import x402HttpxClient
 from x402.http.x402_http_client import x402HTTPClient
@@ -268,3 +269,57 @@ async def test_twenty_copies_of_one_payment_make_one_transfer(
     await asyncio.sleep(0.5)
     assert (await stack.balances(stack.seller.address))[0] - before[0] == 1000
     assert len(upstream.paid_requests()) == 1, "exactly one request was served"
+
+
+async def test_bad_payments_are_refused_with_the_right_reason(
+    stack: LocalStack, upstream: TestUpstream, ns: str
+) -> None:
+    """Each defect in a payment is refused (402, nothing served, nothing moved) with its reason."""
+    name = "bad"
+    await sell(stack, ns, name, upstream)
+    url = f"{stack.gateway_url}/services/{name}/v1/chat/completions"
+    unpaid = await routed(stack, url)
+    http_client = x402HTTPClient(x402_client(stack))
+    required = http_client.get_payment_required_response(unpaid.headers.get, unpaid.json())
+    good = required.accepts[0]
+
+    async def pay_with(requirement: Any, *, client: x402Client | None = None,
+                       tamper: Any = None) -> httpx.Response:
+        req = required.model_copy(update={"accepts": [requirement]})
+        payload = await (client or x402_client(stack)).create_payment_payload(req)
+        raw = payload.model_dump(by_alias=True, exclude_none=True)
+        if tamper:
+            tamper(raw)
+        value = base64.b64encode(json.dumps(raw).encode()).decode()
+        async with httpx.AsyncClient() as http:
+            return await http.post(url, json=CHAT, headers={"PAYMENT-SIGNATURE": value})
+
+    def expire(raw: dict[str, Any]) -> None:
+        raw["payload"]["authorization"]["validBefore"] = "1"
+
+    def flip_signature(raw: dict[str, Any]) -> None:
+        sig = raw["payload"]["signature"]
+        raw["payload"]["signature"] = sig[:10] + ("0" if sig[10] != "0" else "1") + sig[11:]
+
+    unfunded = register_exact_evm_client(x402Client(), EthAccountSigner(Account.create()))
+    # The client's default spend controls refuse our asset on another chain; the point here is the verifier.
+    no_limits = x402_client(stack)
+    no_limits.set_spend_controls(False)
+    cases = {
+        "wrong amount": (await pay_with(good.model_copy(update={"amount": "999"})), "requirements_mismatch"),
+        "wrong payTo": (await pay_with(good.model_copy(update={"pay_to": Account.create().address})),
+                        "requirements_mismatch"),
+        "wrong network": (await pay_with(good.model_copy(update={"network": "eip155:8453"}), client=no_limits),
+                          "requirements_mismatch"),
+        "expired": (await pay_with(good, tamper=expire), "invalid_exact_evm_payload_authorization_valid_before"),
+        "bad signature": (await pay_with(good, tamper=flip_signature), "invalid_exact_evm_payload_signature"),
+        # Passes every local check; the real facilitator refuses it on chain state.
+        "unfunded payer": (await pay_with(good, client=unfunded), "invalid_exact_evm_insufficient_balance"),
+    }
+    before = await stack.balances(stack.seller.address, stack.buyer.address)
+    for label, (resp, reason) in cases.items():
+        assert resp.status_code == 402, (label, resp.status_code, resp.text)
+        assert resp.json()["error"] == reason, (label, resp.json())
+        assert json.loads(base64.b64decode(resp.headers["payment-required"]))["error"] == reason
+    assert upstream.paid_requests() == [], "no refused payment reached the upstream"
+    assert await stack.balances(stack.seller.address, stack.buyer.address) == before
