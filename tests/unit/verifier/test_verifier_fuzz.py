@@ -325,7 +325,7 @@ def _plausible(rng: random.Random, key: Any, value: Any, sibling: dict[str, Any]
             raw[rng.randrange(65)] ^= 1 << rng.randrange(8)
         elif roll < 0.5:  # the high-s twin of the same signature
             s_ = int.from_bytes(raw[32:64], "big")
-            raw[32:64] = (N - s_).to_bytes(32, "big")
+            raw[32:64] = ((N - s_) % (1 << 256)).to_bytes(32, "big")  # s may already be junk (>= N)
             raw[64] = 55 - raw[64] if raw[64] in (27, 28) else raw[64]
         elif roll < 0.7:
             raw[64] = rng.choice([0, 1, 27, 28, 29, 255])
