@@ -28,10 +28,10 @@ from x402.mechanisms.evm.exact import register_exact_evm_client
 from kube402.api import v1alpha1
 from kube402.chain import devchain, rpc, token
 from kube402.devenv import services, stack
-from kube402.localstack import pricing_yaml
 from kube402.devenv.testing import condition, eventually
 from kube402.kube import resources
 from kube402.kube.client import Kube
+from kube402.localstack import pricing_yaml
 
 BODY = {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hi"}]}
 

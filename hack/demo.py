@@ -19,10 +19,10 @@ import httpx
 from kube402.api import money, v1alpha1
 from kube402.chain import devchain, rpc, token
 from kube402.devenv import services, stack
-from kube402.localstack import BUYER_FUNDS, pricing_yaml
 from kube402.devenv.testing import conditions
 from kube402.kube import resources
 from kube402.kube.client import Kube
+from kube402.localstack import BUYER_FUNDS, pricing_yaml
 
 STATE = Path(".kube402")
 NS = "llm"

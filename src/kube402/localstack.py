@@ -103,11 +103,10 @@ class LocalStack:
         await self.set_facilitator(self.facilitator.url)
 
         ctl_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
-        self.controller = controller_main.Controller(ctl_kube, ControllerSettings(
-            upstream_resolution="endpointslice", leader_elect=False, metrics_listen="",
-            workers=self.controller_workers, requeue_not_ready=1.0, requeue_ready=5.0))
-        self._tasks += [asyncio.create_task(inf.run()) for inf in self.controller.informers]
-        self._tasks.append(asyncio.create_task(self.controller.lead()))
+        self.controller = await self._stack.enter_async_context(controller_main.started(
+            ctl_kube, ControllerSettings(upstream_resolution="endpointslice", leader_elect=False,
+                                         metrics_listen="", workers=self.controller_workers,
+                                         requeue_not_ready=1.0, requeue_ready=5.0)))
 
         self.verifier = Verifier(Options(
             config_path=str(self.workdir / "no-file.yaml"), route_source="kube", kubeconfig=str(self.kubeconfig),

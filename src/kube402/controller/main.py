@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ from kube402.kube.lease import LeaderElector
 from kube402.kube.store import Key
 from kube402.kube.workqueue import ShutDown, WorkQueue
 
-__all__ = ["Controller", "run"]
+__all__ = ["Controller", "run", "started"]
 
 log = logging.getLogger(__name__)
 Obj = Mapping[str, Any]
@@ -219,3 +219,20 @@ async def run(settings: Settings, *, kubeconfig: str | None = None, context: str
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await kube.aclose()
+
+
+@contextlib.asynccontextmanager
+async def started(kube: Kube, settings: Settings) -> AsyncIterator[Controller]:
+    """A controller running in this event loop (no leader election unless the settings ask for it)."""
+    controller = Controller(kube, settings)
+    tasks = [asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}")
+             for inf in controller.informers]
+    tasks.append(asyncio.create_task(controller.lead(), name="controller-workers"))
+    try:
+        yield controller
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

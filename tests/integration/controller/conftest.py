@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -28,18 +27,11 @@ SETTINGS = Settings(
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controller_main.Controller]:
     kube = Kube.connect(kubeconfig=str(control_plane.kubeconfig))
-    ctl = controller_main.Controller(kube, SETTINGS)
-    tasks = [asyncio.create_task(inf.run()) for inf in ctl.informers]
-    tasks.append(asyncio.create_task(ctl.lead()))
-    await asyncio.wait_for(asyncio.gather(*(inf.synced.wait() for inf in ctl.informers)), 30)
     try:
-        yield ctl
+        async with controller_main.started(kube, SETTINGS) as ctl:
+            await asyncio.wait_for(asyncio.gather(*(inf.synced.wait() for inf in ctl.informers)), 30)
+            yield ctl
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
         await kube.aclose()
 
 

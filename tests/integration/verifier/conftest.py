@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,18 +27,13 @@ guardGraceSeconds: 2
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controller_main.Controller]:
     kube = Kube.connect(kubeconfig=str(control_plane.kubeconfig))
-    ctl = controller_main.Controller(kube, Settings(
-        upstream_resolution="endpointslice", leader_elect=False, metrics_listen="",
-        requeue_not_ready=1.0, requeue_ready=1.0))
-    tasks = [asyncio.create_task(inf.run()) for inf in ctl.informers] + [asyncio.create_task(ctl.lead())]
     try:
-        yield ctl
+        settings = Settings(upstream_resolution="endpointslice", leader_elect=False, metrics_listen="",
+                            requeue_not_ready=1.0, requeue_ready=1.0)
+        async with controller_main.started(kube, settings) as ctl:
+            await asyncio.wait_for(asyncio.gather(*(inf.synced.wait() for inf in ctl.informers)), 30)
+            yield ctl
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
         await kube.aclose()
 
 
