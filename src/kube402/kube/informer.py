@@ -43,6 +43,15 @@ class Event:
 Handler = Callable[[Event], None]
 
 
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``metadata.managedFields`` (server-side apply bookkeeping): nobody reads it from a cache, and it is
+    often the largest part of an object (10,000 cached offers: about a third of the verifier's memory)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
 def _rv(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
@@ -98,6 +107,7 @@ class Informer:
         self.relists += 1
         seen: set[Key] = set()
         for obj in items:
+            _slim(obj)
             key = key_of(obj)
             seen.add(key)
             old = self.store.get(key)
@@ -121,6 +131,7 @@ class Informer:
             self._rv = rv
         if etype == "BOOKMARK":
             return
+        _slim(obj)
         key = key_of(obj)
         if etype == "DELETED":
             old = self.store.remove(key)
