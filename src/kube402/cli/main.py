@@ -19,15 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kube402 {__version__}")
     parser.add_argument("--log-level", default="info")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from kube402.cli import controller_cmd, dev_cmd
+    from kube402.cli import controller_cmd, dev_cmd, facilitator_cmd, verifier_cmd
 
-    controller_cmd.add_parser(sub)
-    dev_cmd.add_parser(sub)
-    for name in ("verifier_cmd", "facilitator_cmd", "sell_cmd"):
-        try:
-            module = __import__(f"kube402.cli.{name}", fromlist=["add_parser"])
-        except ImportError:
-            continue
+    for module in (controller_cmd, verifier_cmd, facilitator_cmd, dev_cmd):
         module.add_parser(sub)
     return parser
 

@@ -35,13 +35,18 @@ log = logging.getLogger(__name__)
 Obj = Mapping[str, Any]
 
 
-def _offer_indexes(obj: Obj) -> dict[str, list[str]]:
+def _index_path(obj: Obj) -> list[str]:
+    return [v1alpha1.ServiceOffer.from_dict(obj).effective_path]
+
+
+def _index_upstream(obj: Obj) -> list[str]:
     offer = v1alpha1.ServiceOffer.from_dict(obj)
-    return {
-        "path": [offer.effective_path],
-        "upstream": [f"{offer.upstream_namespace}/{offer.upstream.service}"],
-        "label": [render.offer_label_key(offer.namespace, offer.name)],
-    }
+    return [f"{offer.upstream_namespace}/{offer.upstream.service}"]
+
+
+def _index_label(obj: Obj) -> list[str]:
+    meta = obj.get("metadata") or {}
+    return [render.offer_label_key(str(meta.get("namespace", "")), str(meta.get("name", "")))]
 
 
 class Metrics:
@@ -63,8 +68,9 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue(base_delay=1.0, max_delay=60.0)
         self.metrics = Metrics()
         self.offers = Informer(kube, resources.SERVICE_OFFER)
-        for index in ("path", "upstream", "label"):
-            self.offers.store.add_index(index, lambda o, i=index: _offer_indexes(o)[i])  # type: ignore[misc]
+        self.offers.store.add_index("path", _index_path)
+        self.offers.store.add_index("upstream", _index_upstream)
+        self.offers.store.add_index("label", _index_label)
         selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY_VALUE}"
         self.children = {r.kind: Informer(kube, r, label_selector=selector) for r in CHILD_RESOURCES}
         for inf in self.children.values():
@@ -88,7 +94,7 @@ class Controller:
     # -- event → key mapping ----------------------------------------------------------------------------
 
     def _enqueue_path_peers(self, obj: Obj) -> None:
-        path = _offer_indexes(obj)["path"][0]
+        path = _index_path(obj)[0]
         for peer in self.offers.store.by_index("path", path):
             meta = peer["metadata"]
             self.queue.add((meta["namespace"], meta["name"]))

@@ -24,7 +24,7 @@ import orjson
 from kube402.verifier import config as config_mod
 from kube402.verifier.metrics import Metrics
 from kube402.verifier.replay import ReplayStore, State
-from kube402.verifier.routes import Match, MatchKind, Route, RouteTable
+from kube402.verifier.routes import MatchKind, Route, RouteTable
 from kube402.x402 import codes, facilitator_client, headers, precheck, requirements
 
 __all__ = ["Admitted", "Facilitator", "Gate", "Response"]
@@ -108,6 +108,12 @@ class Gate:
         self.ready = False
         self.replay = ReplayStore(replay_ttl=config.replay_ttl, clock=clock)
         self._retry_after = str(config.retry_after)
+
+    def apply_config(self, config: config_mod.Config) -> None:
+        """Take a new configuration (the facilitator is swapped by the caller)."""
+        self.config = config
+        self._retry_after = str(config.retry_after)
+        self.replay.replay_ttl = config.replay_ttl
 
     # -- responses --------------------------------------------------------------------------------------
 
@@ -390,6 +396,3 @@ def _prefers_html(accept: str) -> bool:
             best_json = max(best_json, q)
     return best_html > 0 and best_html > best_json
 
-
-def match_kind(match: Match) -> str:
-    return match.kind.value

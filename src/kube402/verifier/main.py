@@ -102,9 +102,7 @@ class Verifier:
             self.gate.facilitator = Facilitator.start(cfg)
             if old_fac is not None:
                 await old_fac.close()
-        self.gate.config = cfg
-        self.gate._retry_after = str(cfg.retry_after)
-        self.gate.replay.replay_ttl = cfg.replay_ttl
+        self.gate.apply_config(cfg)
         if cfg.verify_only:
             log.warning("verifyOnly is on: requests are served on /verify alone, nothing is settled; "
                         "replay memory is per replica, so this mode is not replay-safe with more than one")
