@@ -21,7 +21,7 @@ from kube402.controller import render
 from kube402.controller.reconcile import CHILD_RESOURCES, Caches, Reconciler
 from kube402.controller.settings import Settings
 from kube402.controller.upstream import Resolution
-from kube402.kube import errors, resources
+from kube402.kube import endpoints, errors, resources
 from kube402.kube.client import Kube
 from kube402.kube.events import Recorder
 from kube402.kube.informer import Event, Informer
@@ -79,9 +79,7 @@ class Controller:
         self.slices: Informer | None = None
         if Resolution(settings.upstream_resolution) == Resolution.ENDPOINTSLICE:
             self.slices = Informer(kube, resources.ENDPOINTSLICE)
-            self.slices.store.add_index("service", lambda o: [
-                f"{o['metadata'].get('namespace')}/{svc}"
-            ] if (svc := (o["metadata"].get("labels") or {}).get("kubernetes.io/service-name")) else [])
+            self.slices.store.add_index("service", lambda o: [k] if (k := endpoints.slice_service_key(o)) else [])
         self.informers = [self.offers, *self.children.values(), self.services] + (
             [self.slices] if self.slices else [])
         self.offers.add_handler(self._on_offer)
@@ -122,9 +120,10 @@ class Controller:
             self.queue.add((meta["namespace"], meta["name"]))
 
     def _on_slice(self, event: Event) -> None:
-        svc = (event.obj.get("metadata", {}).get("labels") or {}).get("kubernetes.io/service-name")
-        if svc:
-            self._on_service(Event(event.type, (event.key[0], svc), event.obj, event.old))
+        key = endpoints.slice_service_key(event.obj)
+        if key:
+            ns, svc = key.split("/", 1)
+            self._on_service(Event(event.type, (ns, svc), event.obj, event.old))
 
     # -- workers ----------------------------------------------------------------------------------------
 

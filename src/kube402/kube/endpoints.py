@@ -12,9 +12,17 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Resolution", "UnresolvableError", "resolve_base_url"]
+__all__ = ["SERVICE_NAME_LABEL", "Resolution", "UnresolvableError", "resolve_base_url", "slice_service_key"]
 
 Obj = Mapping[str, Any]
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slice_service_key(endpoint_slice: Obj) -> str | None:
+    """``namespace/service`` an EndpointSlice belongs to (its service-name label), for cache indexes."""
+    meta = endpoint_slice.get("metadata") or {}
+    svc = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return f"{meta.get('namespace', '')}/{svc}" if svc else None
 
 
 class Resolution(enum.StrEnum):

@@ -185,9 +185,7 @@ class Verifier:
         if o.upstream_resolution == endpoints.Resolution.ENDPOINTSLICE:
             self._services = Informer(kube, resources.SERVICE)
             self._slices = Informer(kube, resources.ENDPOINTSLICE)
-            self._slices.store.add_index("service", lambda obj: [
-                f"{obj['metadata'].get('namespace')}/{s}"
-            ] if (s := (obj["metadata"].get("labels") or {}).get("kubernetes.io/service-name")) else [])
+            self._slices.store.add_index("service", lambda o: [k] if (k := endpoints.slice_service_key(o)) else [])
             self.informers += [self._services, self._slices]
         for inf in self.informers:
             inf.on_sync(self._update_ready)
