@@ -39,15 +39,26 @@ def pct(values: list[float], q: float) -> float:
 
 def reconciles(port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("kube402_controller_reconciles_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kube402_controller_reconciles_total{")
+    )
 
 
 async def run_batch(kube: Kube, ns: str, n: int, port: int, upstream_port: int) -> dict[str, Any]:
-    await kube.create(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    await kube.create(resources.SERVICE, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ollama", "namespace": ns},
-        "spec": {"type": "ExternalName", "externalName": "localhost"}})
+    await kube.create(
+        resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    )
+    await kube.create(
+        resources.SERVICE,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "ollama", "namespace": ns},
+            "spec": {"type": "ExternalName", "externalName": "localhost"},
+        },
+    )
     _, rv = await kube.list(resources.SERVICE_OFFER, namespace=ns)
     created: dict[str, float] = {}
     published: dict[str, float] = {}
@@ -55,8 +66,9 @@ async def run_batch(kube: Kube, ns: str, n: int, port: int, upstream_port: int) 
     done = asyncio.Event()
 
     async def watch() -> None:
-        async for etype, obj in kube.watch(resources.SERVICE_OFFER, resource_version=rv, namespace=ns,
-                                           timeout_seconds=600):
+        async for etype, obj in kube.watch(
+            resources.SERVICE_OFFER, resource_version=rv, namespace=ns, timeout_seconds=600
+        ):
             if etype == "BOOKMARK":
                 continue
             name = obj["metadata"]["name"]
@@ -78,8 +90,12 @@ async def run_batch(kube: Kube, ns: str, n: int, port: int, upstream_port: int) 
     async def create(i: int) -> None:
         name = f"{ns}-{i:04d}"
         async with sem:
-            await kube.create(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-                name, namespace=ns, upstream="ollama", port=upstream_port, pay_to=WALLET))
+            await kube.create(
+                resources.SERVICE_OFFER,
+                v1alpha1.offer_manifest(
+                    name, namespace=ns, upstream="ollama", port=upstream_port, pay_to=WALLET
+                ),
+            )
             created[name] = time.perf_counter()
 
     await asyncio.gather(*(create(i) for i in range(n)))
@@ -94,8 +110,14 @@ async def run_batch(kube: Kube, ns: str, n: int, port: int, upstream_port: int) 
     after = await asyncio.to_thread(reconciles, port)
     watcher.cancel()
     lat = [published[k] - created[k] for k in created]
-    return {"n": n, "p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "all_ready": total,
-            "reconciles": after - before, "rps": (after - before) / total}
+    return {
+        "n": n,
+        "p50": pct(lat, 0.5),
+        "p95": pct(lat, 0.95),
+        "all_ready": total,
+        "reconciles": after - before,
+        "rps": (after - before) / total,
+    }
 
 
 async def main() -> int:
@@ -110,10 +132,25 @@ async def main() -> int:
     info = await cp.start()
     upstream = TestUpstream().start()
     port = process.free_port()
-    proc = process.spawn([sys.executable, "-m", "kube402.cli", "--log-level", "warning", "controller",
-                          "--kubeconfig", str(info.kubeconfig), "--upstream-resolution", "endpointslice",
-                          "--workers", str(args.workers), "--metrics-listen", f"127.0.0.1:{port}"],
-                         log=tmp / "controller.log")
+    proc = process.spawn(
+        [
+            sys.executable,
+            "-m",
+            "kube402.cli",
+            "--log-level",
+            "warning",
+            "controller",
+            "--kubeconfig",
+            str(info.kubeconfig),
+            "--upstream-resolution",
+            "endpointslice",
+            "--workers",
+            str(args.workers),
+            "--metrics-listen",
+            f"127.0.0.1:{port}",
+        ],
+        log=tmp / "controller.log",
+    )
     kube = Kube.connect(kubeconfig=str(info.kubeconfig), field_manager="bench", timeout=60)
     try:
         for _ in range(100):
@@ -123,8 +160,10 @@ async def main() -> int:
             except httpx.HTTPError:
                 await asyncio.sleep(0.1)
         await asyncio.sleep(3)  # lease acquisition
-        print(f"kube402 controller bench: kube-apiserver {(await kube.version())['gitVersion']}, "
-              f"{args.workers} workers, one controller process, 2-core machine")
+        print(
+            f"kube402 controller bench: kube-apiserver {(await kube.version())['gitVersion']}, "
+            f"{args.workers} workers, one controller process, 2-core machine"
+        )
         print(f"{'offers':>7} {'p50 publish':>12} {'p95 publish':>12} {'all Ready':>10} {'reconciles/s':>13}")
         for n in sizes:
             if n == 1:
@@ -132,12 +171,16 @@ async def main() -> int:
                 for i in range(args.single_repeats):
                     r = await run_batch(kube, f"single-{i}", 1, port, upstream.port)
                     lat.append(r["p50"])
-                print(f"{1:>7} {pct(lat, 0.5) * 1000:>10.0f}ms {pct(lat, 0.95) * 1000:>10.0f}ms "
-                      f"{'-':>10} {'-':>13}   ({args.single_repeats} sequential single-offer runs)")
+                print(
+                    f"{1:>7} {pct(lat, 0.5) * 1000:>10.0f}ms {pct(lat, 0.95) * 1000:>10.0f}ms "
+                    f"{'-':>10} {'-':>13}   ({args.single_repeats} sequential single-offer runs)"
+                )
                 continue
             r = await run_batch(kube, f"batch-{n}", n, port, upstream.port)
-            print(f"{n:>7} {r['p50'] * 1000:>10.0f}ms {r['p95'] * 1000:>10.0f}ms {r['all_ready']:>9.1f}s "
-                  f"{r['rps']:>13.0f}")
+            print(
+                f"{n:>7} {r['p50'] * 1000:>10.0f}ms {r['p95'] * 1000:>10.0f}ms {r['all_ready']:>9.1f}s "
+                f"{r['rps']:>13.0f}"
+            )
     finally:
         await kube.aclose()
         process.stop(proc.pid)

@@ -58,18 +58,44 @@ async def main() -> int:
         usdc = token.Token(node, info.token)
         kube = Kube.connect(kubeconfig=state.kubeconfig, field_manager="bench")
         fac = f"http://127.0.0.1:{ports['facilitator']}"
-        await kube.apply(resources.CONFIGMAP, {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x402-pricing", "namespace": "x402"},
-            "data": {"pricing.yaml": pricing_yaml(wallet=seller.address, facilitator_url=fac)}})
-        await kube.apply(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "llm"}})
-        await kube.apply(resources.SERVICE, {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ollama", "namespace": "llm"},
-            "spec": {"type": "ExternalName", "externalName": "localhost"}})
-        await kube.apply(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-            "bench", namespace="llm", upstream="ollama", port=ports["upstream"], pay_to=seller.address,
-            gate_mode="proxy"))
-        await eventually(lambda: kube.get(resources.SERVICE_OFFER, "bench", namespace="llm"), timeout=60,
-                         until=lambda o: condition(o, "Ready")[0] == "True", what="offer Ready")
+        await kube.apply(
+            resources.CONFIGMAP,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "x402-pricing", "namespace": "x402"},
+                "data": {"pricing.yaml": pricing_yaml(wallet=seller.address, facilitator_url=fac)},
+            },
+        )
+        await kube.apply(
+            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "llm"}}
+        )
+        await kube.apply(
+            resources.SERVICE,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "ollama", "namespace": "llm"},
+                "spec": {"type": "ExternalName", "externalName": "localhost"},
+            },
+        )
+        await kube.apply(
+            resources.SERVICE_OFFER,
+            v1alpha1.offer_manifest(
+                "bench",
+                namespace="llm",
+                upstream="ollama",
+                port=ports["upstream"],
+                pay_to=seller.address,
+                gate_mode="proxy",
+            ),
+        )
+        await eventually(
+            lambda: kube.get(resources.SERVICE_OFFER, "bench", namespace="llm"),
+            timeout=60,
+            until=lambda o: condition(o, "Ready")[0] == "True",
+            what="offer Ready",
+        )
         await kube.aclose()
         url = f"http://127.0.0.1:{ports['gate']}/services/bench/v1/chat/completions"
         client = register_exact_evm_client(x402Client(), EthAccountSigner(buyer))
@@ -86,18 +112,26 @@ async def main() -> int:
             return took
 
         async with x402HttpxClient(client, timeout=60) as http:
-            await eventually(lambda: http.post(url, json=BODY), until=lambda r: r.status_code == 200,
-                             timeout=20, what="first paid request")
+            await eventually(
+                lambda: http.post(url, json=BODY),
+                until=lambda r: r.status_code == 200,
+                timeout=20,
+                what="first paid request",
+            )
             paid += 1
             lat = []
             for _ in range(args.sequential):
                 lat.append(await one(http))
                 paid += 1
-            print("kube402 end-to-end paid requests (x402 client → verifier proxy gate → facilitator → anvil; "
-                  "every process on this 2-core machine)")
-            print(f"  sequential, {args.sequential} requests: p50 {pct(lat, .5) * 1000:.1f} ms, "
-                  f"p95 {pct(lat, .95) * 1000:.1f} ms (each: 402, sign, paid retry, verify, upstream, settle "
-                  f"on chain) — target p50 < 100 ms")
+            print(
+                "kube402 end-to-end paid requests (x402 client → verifier proxy gate → facilitator → anvil; "
+                "every process on this 2-core machine)"
+            )
+            print(
+                f"  sequential, {args.sequential} requests: p50 {pct(lat, 0.5) * 1000:.1f} ms, "
+                f"p95 {pct(lat, 0.95) * 1000:.1f} ms (each: 402, sign, paid retry, verify, upstream, settle "
+                f"on chain) — target p50 < 100 ms"
+            )
 
             done = 0
             stop_at = time.monotonic() + args.seconds
@@ -112,8 +146,10 @@ async def main() -> int:
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
             elapsed = time.monotonic() - t0
             paid += done
-            print(f"  sustained {elapsed:.0f} s, {args.concurrency} concurrent buyers: {done} paid requests, "
-                  f"{done / elapsed:.1f} paid req/s, all settled")
+            print(
+                f"  sustained {elapsed:.0f} s, {args.concurrency} concurrent buyers: {done} paid requests, "
+                f"{done / elapsed:.1f} paid req/s, all settled"
+            )
         moved = await usdc.balance_of(seller.address) - start_balance
         assert moved == paid * 1000 - 1000 or moved == paid * 1000, (moved, paid)
         print(f"  seller balance moved by {moved} atomic units = {moved // 1000} settled payments (checked)")

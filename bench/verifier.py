@@ -55,8 +55,13 @@ def wrk(url: str, hdrs: dict[str, str]) -> dict[str, float]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     total = re.search(r"(\d+) requests in", out)
-    return {"rps": rps, "p50": ms("50"), "p99": ms("99"),
-            "non2xx": float(non2xx.group(1)) if non2xx else 0.0, "total": float(total.group(1)) if total else 0}
+    return {
+        "rps": rps,
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "total": float(total.group(1)) if total else 0,
+    }
 
 
 def nginx_conf(d: Path, port: int, body: str) -> str:
@@ -80,7 +85,9 @@ def start_nginx(d: Path, port: int, body: str, cpu: str) -> subprocess.Popen[byt
     (d / "tmp").mkdir(exist_ok=True)
     conf = d / "nginx.conf"
     conf.write_text(nginx_conf(d, port, body))
-    return process.spawn(["taskset", "-c", cpu, "nginx", "-c", str(conf), "-p", str(d)], log=d / "logs" / "out.log")
+    return process.spawn(
+        ["taskset", "-c", cpu, "nginx", "-c", str(conf), "-p", str(d)], log=d / "logs" / "out.log"
+    )
 
 
 def wait_port(port: int, timeout: float = 15) -> None:
@@ -96,21 +103,40 @@ def wait_port(port: int, timeout: float = 15) -> None:
 
 def sign_payment(requirement: dict[str, Any]) -> str:
     nonce = secrets.token_bytes(32)
-    auth = {"from": Account.from_key(PAYER_KEY).address, "to": requirement["payTo"],
-            "value": requirement["amount"], "validAfter": "0", "validBefore": str(int(time.time()) + 3600),
-            "nonce": "0x" + nonce.hex()}
+    auth = {
+        "from": Account.from_key(PAYER_KEY).address,
+        "to": requirement["payTo"],
+        "value": requirement["amount"],
+        "validAfter": "0",
+        "validBefore": str(int(time.time()) + 3600),
+        "nonce": "0x" + nonce.hex(),
+    }
     signed = Account.sign_typed_data(
         PAYER_KEY,
         domain_data={"name": "USDC", "version": "2", "chainId": 84532, "verifyingContract": USDC},
-        message_types={"TransferWithAuthorization": [
-            {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-            {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-            {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]},
-        message_data={**auth, "value": int(auth["value"]), "validAfter": 0,
-                      "validBefore": int(auth["validBefore"]), "nonce": nonce},
+        message_types={
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"},
+                {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"},
+                {"name": "nonce", "type": "bytes32"},
+            ]
+        },
+        message_data={
+            **auth,
+            "value": int(auth["value"]),
+            "validAfter": 0,
+            "validBefore": int(auth["validBefore"]),
+            "nonce": nonce,
+        },
     )
-    payload = {"x402Version": 2, "accepted": requirement,
-               "payload": {"signature": "0x" + bytes(signed.signature).hex(), "authorization": auth}}
+    payload = {
+        "x402Version": 2,
+        "accepted": requirement,
+        "payload": {"signature": "0x" + bytes(signed.signature).hex(), "authorization": auth},
+    }
     return headers.encode_b64_json(payload)
 
 
@@ -126,8 +152,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def measure_paid(vport: int, fac_port: int, fwd: dict[str, str],
-                       payments: list[str]) -> tuple[list[float], list[float]]:
+async def measure_paid(
+    vport: int, fac_port: int, fwd: dict[str, str], payments: list[str]
+) -> tuple[list[float], list[float]]:
     """Sequential paid requests and, after each, the same two facilitator calls made directly.
 
     Both use aiohttp's client, the same client the verifier uses toward the facilitator, so the difference
@@ -143,8 +170,9 @@ async def measure_paid(vport: int, fac_port: int, fwd: dict[str, str],
                 await r.read()
         for i, pay in enumerate(payments):
             s = time.perf_counter()
-            async with http.get(f"http://127.0.0.1:{vport}/verify",
-                                headers={**fwd, "PAYMENT-SIGNATURE": pay}) as r:
+            async with http.get(
+                f"http://127.0.0.1:{vport}/verify", headers={**fwd, "PAYMENT-SIGNATURE": pay}
+            ) as r:
                 await r.read()
                 status = r.status
             paid.append(time.perf_counter() - s)
@@ -164,11 +192,26 @@ async def create_offers(kube: Kube, ns: str, start: int, stop: int) -> None:
     async def one(i: int) -> None:
         name = f"o{i:05d}"
         async with sem:
-            await kube.create(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-                name, namespace=ns, upstream="ollama", pay_to=PAY_TO))
-            await kube.apply_status(resources.SERVICE_OFFER, namespace=ns, name=name, status={
-                "conditions": [{"type": "RoutePublished", "status": "True", "reason": "Reconciled",
-                                "message": "bench", "lastTransitionTime": "2026-11-29T00:00:00Z"}]})
+            await kube.create(
+                resources.SERVICE_OFFER,
+                v1alpha1.offer_manifest(name, namespace=ns, upstream="ollama", pay_to=PAY_TO),
+            )
+            await kube.apply_status(
+                resources.SERVICE_OFFER,
+                namespace=ns,
+                name=name,
+                status={
+                    "conditions": [
+                        {
+                            "type": "RoutePublished",
+                            "status": "True",
+                            "reason": "Reconciled",
+                            "message": "bench",
+                            "lastTransitionTime": "2026-11-29T00:00:00Z",
+                        }
+                    ]
+                },
+            )
 
     await asyncio.gather(*(one(i) for i in range(start, stop)))
 
@@ -189,24 +232,51 @@ async def main() -> int:
     procs: list[int] = []
     try:
         ns = "bench"
-        await kube.create(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        await kube.create(
+            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        )
         fac_port = process.free_port()
-        fac = start_nginx(tmp / "facilitator", fac_port, f"""
+        fac = start_nginx(
+            tmp / "facilitator",
+            fac_port,
+            f"""
     location = /verify {{ default_type application/json; return 200 '{{"isValid":true,"payer":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}}'; }}
-    location = /settle {{ default_type application/json; return 200 '{{"success":true,"transaction":"0x{'ab' * 32}","network":"eip155:84532","payer":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}}'; }}
+    location = /settle {{ default_type application/json; return 200 '{{"success":true,"transaction":"0x{"ab" * 32}","network":"eip155:84532","payer":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}}'; }}
     location = /supported {{ default_type application/json; return 200 '{{"kinds":[{{"x402Version":2,"scheme":"exact","network":"eip155:84532"}},{{"x402Version":1,"scheme":"exact","network":"base-sepolia"}}]}}'; }}
-""", cpu="1")
+""",
+            cpu="1",
+        )
         procs.append(fac.pid)
         wait_port(fac_port)
         (tmp / "pricing.yaml").write_text(
-            f'wallet: "{PAY_TO}"\nchain: base-sepolia\nfacilitatorURL: http://127.0.0.1:{fac_port}\n')
+            f'wallet: "{PAY_TO}"\nchain: base-sepolia\nfacilitatorURL: http://127.0.0.1:{fac_port}\n'
+        )
         await create_offers(kube, ns, 0, 1)
         vport = process.free_port()
         ver = process.spawn(
-            ["taskset", "-c", "0", sys.executable, "-m", "kube402.cli", "--log-level", "warning", "verifier",
-             "--config", str(tmp / "pricing.yaml"), "--route-source", "kube", "--kubeconfig",
-             str(info.kubeconfig), "--listen", f"127.0.0.1:{vport}", "--proxy-listen", ""],
-            log=tmp / "verifier.log")
+            [
+                "taskset",
+                "-c",
+                "0",
+                sys.executable,
+                "-m",
+                "kube402.cli",
+                "--log-level",
+                "warning",
+                "verifier",
+                "--config",
+                str(tmp / "pricing.yaml"),
+                "--route-source",
+                "kube",
+                "--kubeconfig",
+                str(info.kubeconfig),
+                "--listen",
+                f"127.0.0.1:{vport}",
+                "--proxy-listen",
+                "",
+            ],
+            log=tmp / "verifier.log",
+        )
         procs.append(ver.pid)
         deadline = time.monotonic() + 60
         while True:
@@ -225,10 +295,15 @@ async def main() -> int:
         header, body = probe.headers["payment-required"], probe.text
 
         ngx_port = process.free_port()
-        ngx = start_nginx(tmp / "nginx402", ngx_port, f"""
+        ngx = start_nginx(
+            tmp / "nginx402",
+            ngx_port,
+            f"""
     location / {{ add_header PAYMENT-REQUIRED "{header}" always; add_header Cache-Control no-store always;
       default_type application/json; return 402 '{body}'; }}
-""", cpu="0")
+""",
+            cpu="0",
+        )
         procs.append(ngx.pid)
         wait_port(ngx_port)
         ref = wrk(f"http://127.0.0.1:{ngx_port}/verify", fwd)
@@ -236,12 +311,18 @@ async def main() -> int:
         v1 = wrk(f"http://127.0.0.1:{vport}/verify", fwd)
         rss1 = rss_mb(ver.pid)
 
-        print(f"kube402 verifier bench (kube-apiserver {(await kube.version())['gitVersion']}, "
-              f"server on CPU 0, wrk -t1 -c32 -d10s on CPU 1)")
+        print(
+            f"kube402 verifier bench (kube-apiserver {(await kube.version())['gitVersion']}, "
+            f"server on CPU 0, wrk -t1 -c32 -d10s on CPU 1)"
+        )
         print(f"{'':34} {'req/s':>9} {'p50':>8} {'p99':>8}")
-        print(f"{'nginx return 402 (same bytes)':34} {ref['rps']:>9.0f} {ref['p50']:>6.2f}ms {ref['p99']:>6.2f}ms")
-        print(f"{'verifier 402, 1 offer':34} {v1['rps']:>9.0f} {v1['p50']:>6.2f}ms {v1['p99']:>6.2f}ms"
-              f"   ratio {v1['rps'] / ref['rps']:.2f} (target >= 0.5)")
+        print(
+            f"{'nginx return 402 (same bytes)':34} {ref['rps']:>9.0f} {ref['p50']:>6.2f}ms {ref['p99']:>6.2f}ms"
+        )
+        print(
+            f"{'verifier 402, 1 offer':34} {v1['rps']:>9.0f} {v1['p50']:>6.2f}ms {v1['p99']:>6.2f}ms"
+            f"   ratio {v1['rps'] / ref['rps']:.2f} (target >= 0.5)"
+        )
         assert v1["non2xx"] == v1["total"] or v1["non2xx"] > 0
 
         t0 = time.monotonic()
@@ -257,26 +338,48 @@ async def main() -> int:
             await asyncio.sleep(0.5)
         await asyncio.sleep(2)
         last = f"/services/o{args.offers - 1:05d}/x"
-        assert httpx.get(f"http://127.0.0.1:{vport}/verify", headers={**fwd, "X-Forwarded-Uri": last}).status_code == 402
+        assert (
+            httpx.get(
+                f"http://127.0.0.1:{vport}/verify", headers={**fwd, "X-Forwarded-Uri": last}
+            ).status_code
+            == 402
+        )
         vn = wrk(f"http://127.0.0.1:{vport}/verify", fwd)
         rssn = rss_mb(ver.pid)
-        print(f"{f'verifier 402, {args.offers} offers':34} {vn['rps']:>9.0f} {vn['p50']:>6.2f}ms {vn['p99']:>6.2f}ms"
-              f"   vs 1 offer {100 * (vn['rps'] / v1['rps'] - 1):+.1f}% (target within 10 %)")
-        print(f"verifier RSS: {rss1:.0f} MB at 1 offer, {rssn:.0f} MB at {args.offers} offers (target < 200 MB)")
+        print(
+            f"{f'verifier 402, {args.offers} offers':34} {vn['rps']:>9.0f} {vn['p50']:>6.2f}ms {vn['p99']:>6.2f}ms"
+            f"   vs 1 offer {100 * (vn['rps'] / v1['rps'] - 1):+.1f}% (target within 10 %)"
+        )
+        print(
+            f"verifier RSS: {rss1:.0f} MB at 1 offer, {rssn:.0f} MB at {args.offers} offers (target < 200 MB)"
+        )
 
         # Paid path: sequential requests, each a fresh signed authorization, instant facilitator.
-        requirement = {"scheme": "exact", "network": "eip155:84532", "amount": "1000", "asset": USDC,
-                       "payTo": PAY_TO, "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}}
+        requirement = {
+            "scheme": "exact",
+            "network": "eip155:84532",
+            "amount": "1000",
+            "asset": USDC,
+            "payTo": PAY_TO,
+            "maxTimeoutSeconds": 300,
+            "extra": {"name": "USDC", "version": "2"},
+        }
         payments = [sign_payment(requirement) for _ in range(args.paid)]
         paid, direct = await measure_paid(vport, fac_port, fwd, payments)
         added = [p - d for p, d in zip(paid, direct, strict=True)]
         added50, added99 = pct(added, 0.5) * 1000, pct(added, 0.99) * 1000
         print(f"paid path, {args.paid} sequential requests at {args.offers} offers, instant facilitator:")
-        print(f"  client → verifier → facilitator /verify + /settle: p50 {pct(paid, .5) * 1000:.2f} ms, "
-              f"p99 {pct(paid, .99) * 1000:.2f} ms")
-        print(f"  client → facilitator /verify + /settle directly:   p50 {pct(direct, .5) * 1000:.2f} ms, "
-              f"p99 {pct(direct, .99) * 1000:.2f} ms")
-        print(f"  verifier-added latency (paired difference, includes the ForwardAuth hop): p50 {added50:.2f} ms (target < 0.5), p99 {added99:.2f} ms (target < 2)")
+        print(
+            f"  client → verifier → facilitator /verify + /settle: p50 {pct(paid, 0.5) * 1000:.2f} ms, "
+            f"p99 {pct(paid, 0.99) * 1000:.2f} ms"
+        )
+        print(
+            f"  client → facilitator /verify + /settle directly:   p50 {pct(direct, 0.5) * 1000:.2f} ms, "
+            f"p99 {pct(direct, 0.99) * 1000:.2f} ms"
+        )
+        print(
+            f"  verifier-added latency (paired difference, includes the ForwardAuth hop): p50 {added50:.2f} ms (target < 0.5), p99 {added99:.2f} ms (target < 2)"
+        )
     finally:
         for pid in procs:
             process.stop(pid)

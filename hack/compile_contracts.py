@@ -193,7 +193,10 @@ def main(argv: list[str]) -> int:
     if args.check:
         on_disk = {p.stem: p.read_text() for p in ARTIFACTS_DIR.glob("*.json")}
         differ = sorted(n for n in set(built) | set(on_disk) if built.get(n) != on_disk.get(n))
-        print(f"compiled in {elapsed:.1f}s; " + (f"out of date: {', '.join(differ)}" if differ else "up to date"))
+        print(
+            f"compiled in {elapsed:.1f}s; "
+            + (f"out of date: {', '.join(differ)}" if differ else "up to date")
+        )
         return 1 if differ else 0
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in {p.stem for p in ARTIFACTS_DIR.glob("*.json")} - set(built):

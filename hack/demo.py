@@ -49,13 +49,17 @@ async def main() -> int:
     ports = await services.start(STATE)
     fac_url = f"http://127.0.0.1:{ports['facilitator']}"
     supported = httpx.get(f"{fac_url}/supported").json()
-    say(f"  facilitator {fac_url} supports " + ", ".join(
-        f"v{k['x402Version']} {k['network']}" for k in supported["kinds"]))
+    say(
+        f"  facilitator {fac_url} supports "
+        + ", ".join(f"v{k['x402Version']} {k['network']}" for k in supported["kinds"])
+    )
 
     node = await rpc.connect(state.rpc_url, chain_id=84532)
     usdc_token = token.Token(node, state.extra["KUBE402_USDC"])
-    say(f"USDC at {state.extra['KUBE402_USDC']} (the Base Sepolia address): "
-        f"name {await usdc_token.name()!r}, {await usdc_token.decimals()} decimals")
+    say(
+        f"USDC at {state.extra['KUBE402_USDC']} (the Base Sepolia address): "
+        f"name {await usdc_token.name()!r}, {await usdc_token.decimals()} decimals"
+    )
     if await usdc_token.balance_of(buyer.address) < 1000:
         info = await devchain.setup_base_sepolia(state.rpc_url)
         await devchain.mint(info, buyer.address, BUYER_FUNDS)
@@ -64,16 +68,37 @@ async def main() -> int:
     kube = Kube.connect(kubeconfig=kubeconfig, field_manager="kube402-demo")
     try:
         say(f"seller settings: wallet {seller.address}, chain base-sepolia, facilitator {fac_url}")
-        await kube.apply(resources.CONFIGMAP, {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x402-pricing", "namespace": "x402"},
-            "data": {"pricing.yaml": pricing_yaml(wallet=seller.address, facilitator_url=fac_url)}})
-        await kube.apply(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        await kube.apply(resources.SERVICE, {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ollama", "namespace": NS},
-            "spec": {"type": "ExternalName", "externalName": "localhost"}})
+        await kube.apply(
+            resources.CONFIGMAP,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "x402-pricing", "namespace": "x402"},
+                "data": {"pricing.yaml": pricing_yaml(wallet=seller.address, facilitator_url=fac_url)},
+            },
+        )
+        await kube.apply(
+            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+        )
+        await kube.apply(
+            resources.SERVICE,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "ollama", "namespace": NS},
+                "spec": {"type": "ExternalName", "externalName": "localhost"},
+            },
+        )
         manifest = v1alpha1.offer_manifest(
-            OFFER, namespace=NS, upstream="ollama", port=ports["upstream"], pay_to=seller.address,
-            price={"perRequest": "0.001"}, network="base-sepolia", gate_mode="proxy")
+            OFFER,
+            namespace=NS,
+            upstream="ollama",
+            port=ports["upstream"],
+            pay_to=seller.address,
+            price={"perRequest": "0.001"},
+            network="base-sepolia",
+            gate_mode="proxy",
+        )
         await kube.apply(resources.SERVICE_OFFER, manifest)
         say(f"ServiceOffer {NS}/{OFFER}: sell Service {NS}/ollama at 0.001 USDC per request (proxy gate)")
 
@@ -103,9 +128,11 @@ async def main() -> int:
         say(f"unpaid POST {url} → {unpaid.status_code} {unpaid.reason_phrase}")
         terms = json.loads(base64.b64decode(unpaid.headers["payment-required"]))
         acc = terms["accepts"][0]
-        say(f"  PAYMENT-REQUIRED (x402 v{terms['x402Version']}): pay {acc['amount']} atomic units "
+        say(
+            f"  PAYMENT-REQUIRED (x402 v{terms['x402Version']}): pay {acc['amount']} atomic units "
             f"({usdc(int(acc['amount']))}) of {acc['asset']} on {acc['network']} to {acc['payTo']}, "
-            f"EIP-712 domain {acc['extra']}, within {acc['maxTimeoutSeconds']} s")
+            f"EIP-712 domain {acc['extra']}, within {acc['maxTimeoutSeconds']} s"
+        )
 
         from x402 import x402Client
         from x402.http.clients.httpx import x402HttpxClient
@@ -118,10 +145,14 @@ async def main() -> int:
         say(f"buyer {buyer.address} pays with the x402 package's client (signs an EIP-3009 authorization)")
         async with x402HttpxClient(client, timeout=60) as paying:
             resp = await paying.post(url, json=body)
-        say(f"paid POST → {resp.status_code}; upstream answered: "
-            f"{resp.json()['choices'][0]['message']['content']!r}")
+        say(
+            f"paid POST → {resp.status_code}; upstream answered: "
+            f"{resp.json()['choices'][0]['message']['content']!r}"
+        )
         receipt = json.loads(base64.b64decode(resp.headers["payment-response"]))
-        say(f"  settlement receipt (PAYMENT-RESPONSE): success={receipt['success']} tx {receipt['transaction']}")
+        say(
+            f"  settlement receipt (PAYMENT-RESPONSE): success={receipt['success']} tx {receipt['transaction']}"
+        )
         after = [await usdc_token.balance_of(a) for a in (buyer.address, seller.address)]
         gas_after = await node.eth_balance(relayer.address)
         say(f"  buyer  {buyer.address}: {usdc(before[0])} → {usdc(after[0])}  ({after[0] - before[0]:+d})")
@@ -132,9 +163,9 @@ async def main() -> int:
 
     print(f"""
 kube402 demo is up and stays running ({time.monotonic() - T0:.0f} s). Try it:
-  set -a; . {STATE.resolve() / 'dev.env'}; set +a
+  set -a; . {STATE.resolve() / "dev.env"}; set +a
   curl -si -X POST {url} -d '{{}}' | head -5          # 402 with PAYMENT-REQUIRED
-  curl -s http://127.0.0.1:{ports['verifier']}/metrics | grep obol_x402_verifier_charged
+  curl -s http://127.0.0.1:{ports["verifier"]}/metrics | grep obol_x402_verifier_charged
   .venv/bin/kube402 dev status
 Stop everything with: .venv/bin/kube402 dev down
 """)

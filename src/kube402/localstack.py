@@ -35,8 +35,10 @@ BUYER_FUNDS = 1_000_000_000
 
 
 def pricing_yaml(*, wallet: str, facilitator_url: str, guard_grace: int = 2) -> str:
-    return (f'wallet: "{wallet}"\nchain: base-sepolia\nfacilitatorURL: {facilitator_url}\nverifyOnly: false\n'
-            f"guardGraceSeconds: {guard_grace}\n")
+    return (
+        f'wallet: "{wallet}"\nchain: base-sepolia\nfacilitatorURL: {facilitator_url}\nverifyOnly: false\n'
+        f"guardGraceSeconds: {guard_grace}\n"
+    )
 
 
 @dataclasses.dataclass
@@ -79,10 +81,15 @@ class LocalStack:
     async def set_facilitator(self, url: str) -> None:
         """Point the verifier at another facilitator through the pricing ConfigMap (as `sell pricing` does)."""
         assert self.kube is not None
-        await self.kube.apply(resources.CONFIGMAP, {
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "x402-pricing", "namespace": names.SYSTEM_NAMESPACE},
-            "data": {"pricing.yaml": pricing_yaml(wallet=self.seller.address, facilitator_url=url)}})
+        await self.kube.apply(
+            resources.CONFIGMAP,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "x402-pricing", "namespace": names.SYSTEM_NAMESPACE},
+                "data": {"pricing.yaml": pricing_yaml(wallet=self.seller.address, facilitator_url=url)},
+            },
+        )
 
     async def start(self) -> LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -95,23 +102,41 @@ class LocalStack:
 
         settings = fac_config.Settings(
             networks=(fac_config.parse_network(f"base-sepolia={self._anvil.rpc_url}"),),
-            listen="127.0.0.1:0", confirmation_timeout=10.0)
+            listen="127.0.0.1:0",
+            confirmation_timeout=10.0,
+        )
         self.facilitator = await self._stack.enter_async_context(
-            fac_main.Facilitator(settings, account=self.relayer))
+            fac_main.Facilitator(settings, account=self.relayer)
+        )
 
         self.kube = Kube.connect(kubeconfig=str(self.kubeconfig), field_manager="kube402-story")
         await self.set_facilitator(self.facilitator.url)
 
         ctl_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
-        self.controller = await self._stack.enter_async_context(controller_main.started(
-            ctl_kube, ControllerSettings(upstream_resolution="endpointslice", leader_elect=False,
-                                         metrics_listen="", workers=self.controller_workers,
-                                         requeue_not_ready=1.0, requeue_ready=5.0)))
+        self.controller = await self._stack.enter_async_context(
+            controller_main.started(
+                ctl_kube,
+                ControllerSettings(
+                    upstream_resolution="endpointslice",
+                    leader_elect=False,
+                    metrics_listen="",
+                    workers=self.controller_workers,
+                    requeue_not_ready=1.0,
+                    requeue_ready=5.0,
+                ),
+            )
+        )
 
-        self.verifier = Verifier(Options(
-            config_path=str(self.workdir / "no-file.yaml"), route_source="kube", kubeconfig=str(self.kubeconfig),
-            listen=f"127.0.0.1:{process.free_port()}", proxy_listen=f"127.0.0.1:{process.free_port()}",
-            upstream_resolution="endpointslice"))
+        self.verifier = Verifier(
+            Options(
+                config_path=str(self.workdir / "no-file.yaml"),
+                route_source="kube",
+                kubeconfig=str(self.kubeconfig),
+                listen=f"127.0.0.1:{process.free_port()}",
+                proxy_listen=f"127.0.0.1:{process.free_port()}",
+                upstream_resolution="endpointslice",
+            )
+        )
         await self.verifier.start()
 
         gw_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
@@ -122,10 +147,16 @@ class LocalStack:
         for inf in (routes, mws, svcs):
             self._tasks.append(asyncio.create_task(inf.run()))
         verifier = self.verifier
-        self.gateway = gateway.ForwardAuthGateway(routes=lambda: gateway.routes_from_cluster(
-            httproutes=routes.store, middlewares=mws.store, services=svcs.store,
-            verify_url=self.verify_url, verifier_service=("x402", "x402-verifier"),
-            verifier_proxy_url=f"http://127.0.0.1:{verifier.ports['proxy']}"))
+        self.gateway = gateway.ForwardAuthGateway(
+            routes=lambda: gateway.routes_from_cluster(
+                httproutes=routes.store,
+                middlewares=mws.store,
+                services=svcs.store,
+                verify_url=self.verify_url,
+                verifier_service=("x402", "x402-verifier"),
+                verifier_proxy_url=f"http://127.0.0.1:{verifier.ports['proxy']}",
+            )
+        )
         self.gateway_port = process.free_port()
         await self._stack.enter_async_context(gateway.serving(self.gateway, self.gateway_port))
         self._ctl_kube = ctl_kube

@@ -14,7 +14,9 @@ from kube402.localstack import LocalStack
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
-async def stack(control_plane: ControlPlaneInfo, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
+async def stack(
+    control_plane: ControlPlaneInfo, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LocalStack]:
     s = LocalStack(kubeconfig=control_plane.kubeconfig, workdir=Path(tmp_path_factory.mktemp("story")))
     await s.start()
     try:

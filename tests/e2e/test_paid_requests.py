@@ -39,31 +39,60 @@ async def sell(stack: LocalStack, ns: str, name: str, upstream: TestUpstream, **
     kube = stack.kube
     assert kube is not None
     if await kube.get(resources.NAMESPACE, ns) is None:
-        await kube.create(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    await kube.apply(resources.SERVICE, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{name}-llm", "namespace": ns},
-        "spec": {"type": "ExternalName", "externalName": "localhost"}})
-    await kube.create(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-        name, namespace=ns, upstream=f"{name}-llm", port=upstream.port, pay_to=stack.seller.address,
-        price={"perRequest": "0.001"}, network="base-sepolia", **kw))
-    await eventually(lambda: kube.get(resources.SERVICE_OFFER, name, namespace=ns),
-                     until=lambda o: condition(o, "Ready") == ("True", "Reconciled"), timeout=30,
-                     what=f"{name} Ready")
+        await kube.create(
+            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        )
+    await kube.apply(
+        resources.SERVICE,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"{name}-llm", "namespace": ns},
+            "spec": {"type": "ExternalName", "externalName": "localhost"},
+        },
+    )
+    await kube.create(
+        resources.SERVICE_OFFER,
+        v1alpha1.offer_manifest(
+            name,
+            namespace=ns,
+            upstream=f"{name}-llm",
+            port=upstream.port,
+            pay_to=stack.seller.address,
+            price={"perRequest": "0.001"},
+            network="base-sepolia",
+            **kw,
+        ),
+    )
+    await eventually(
+        lambda: kube.get(resources.SERVICE_OFFER, name, namespace=ns),
+        until=lambda o: condition(o, "Ready") == ("True", "Reconciled"),
+        timeout=30,
+        what=f"{name} Ready",
+    )
 
 
 async def routed(stack: LocalStack, url: str, want: int = 402) -> httpx.Response:
     """Wait until the gateway routes ``url`` (Traefik, too, picks routes up after a moment)."""
     async with httpx.AsyncClient() as http:
-        return await eventually(lambda: http.post(url, json=CHAT), until=lambda r: r.status_code == want,
-                                timeout=20, interval=0.1, what=f"{url} → {want}")
+        return await eventually(
+            lambda: http.post(url, json=CHAT),
+            until=lambda r: r.status_code == want,
+            timeout=20,
+            interval=0.1,
+            what=f"{url} → {want}",
+        )
 
 
 async def gas_and_balances(stack: LocalStack) -> dict[str, int]:
     assert stack.node is not None
     seller, buyer = await stack.balances(stack.seller.address, stack.buyer.address)
-    return {"seller": seller, "buyer": buyer,
-            "relayer_eth": await stack.node.eth_balance(stack.relayer.address),
-            "buyer_eth": await stack.node.eth_balance(stack.buyer.address)}
+    return {
+        "seller": seller,
+        "buyer": buyer,
+        "relayer_eth": await stack.node.eth_balance(stack.relayer.address),
+        "buyer_eth": await stack.node.eth_balance(stack.buyer.address),
+    }
 
 
 @pytest.fixture
@@ -100,7 +129,9 @@ async def test_forward_auth_v2_payment_moves_exactly_one_thousand(
     assert stack.node is not None
     receipt = await stack.node.wait_for_receipt(tx, timeout=5)
     assert receipt["status"] == 1
-    assert "payment-signature" in seen["headers"], "Traefik forwards client headers; the upstream may see them"
+    assert "payment-signature" in seen["headers"], (
+        "Traefik forwards client headers; the upstream may see them"
+    )
 
 
 async def test_forward_auth_v1_x_payment_client(stack: LocalStack, upstream: TestUpstream, ns: str) -> None:
@@ -161,14 +192,18 @@ async def test_proxy_mode_upstream_500_means_no_transfer(
     assert await stack.balances(stack.seller.address, stack.buyer.address) == before
 
 
-async def test_streamed_answer_streams_in_proxy_mode(stack: LocalStack, upstream: TestUpstream, ns: str) -> None:
+async def test_streamed_answer_streams_in_proxy_mode(
+    stack: LocalStack, upstream: TestUpstream, ns: str
+) -> None:
     name = "px-sse"
     await sell(stack, ns, name, upstream, gate_mode="proxy")
     url = f"{stack.gateway_url}/services/{name}/v1/chat/completions"
     await routed(stack, url)
     upstream.stream_delay = 0.2
-    async with x402HttpxClient(x402_client(stack), timeout=30) as buyer, \
-            buyer.stream("POST", url, json={**CHAT, "stream": True}) as resp:
+    async with (
+        x402HttpxClient(x402_client(stack), timeout=30) as buyer,
+        buyer.stream("POST", url, json={**CHAT, "stream": True}) as resp,
+    ):
         assert resp.status_code == 200
         assert "payment-response" in resp.headers, "settled before the body was relayed"
         chunks = [c async for c in resp.aiter_text() if c.strip()]
@@ -184,15 +219,21 @@ async def test_facilitator_down_fails_closed_without_transfer(
     url = f"{stack.gateway_url}/services/{name}/v1/chat/completions"
     await routed(stack, url)
     assert stack.chain is not None and stack.facilitator is not None
-    spare = fac_main.Facilitator(fac_config.Settings(
-        networks=(fac_config.parse_network(f"base-sepolia={stack.chain.rpc_url}"),), listen="127.0.0.1:0"),
-        account=devchain.dev_account(6))
+    spare = fac_main.Facilitator(
+        fac_config.Settings(
+            networks=(fac_config.parse_network(f"base-sepolia={stack.chain.rpc_url}"),), listen="127.0.0.1:0"
+        ),
+        account=devchain.dev_account(6),
+    )
     spare_url = await spare.start()
     try:
         await stack.set_facilitator(spare_url)
         assert stack.verifier is not None
-        await eventually(lambda: asyncio.sleep(0, stack.verifier.gate.config.facilitator_url),  # type: ignore[union-attr]
-                         until=lambda u: u == spare_url, what="verifier uses the spare facilitator")
+        await eventually(
+            lambda: asyncio.sleep(0, stack.verifier.gate.config.facilitator_url),  # type: ignore[union-attr]
+            until=lambda u: u == spare_url,
+            what="verifier uses the spare facilitator",
+        )
         await spare.stop()
         before = await stack.balances(stack.seller.address, stack.buyer.address)
         served_before = len(upstream.paid_requests())
@@ -206,8 +247,11 @@ async def test_facilitator_down_fails_closed_without_transfer(
         assert await stack.balances(stack.seller.address, stack.buyer.address) == before
     finally:
         await stack.set_facilitator(stack.facilitator.url)
-        await eventually(lambda: asyncio.sleep(0, stack.verifier.gate.config.facilitator_url),  # type: ignore[union-attr]
-                         until=lambda u: u == stack.facilitator.url, what="restored")  # type: ignore[union-attr]
+        await eventually(
+            lambda: asyncio.sleep(0, stack.verifier.gate.config.facilitator_url),  # type: ignore[union-attr]
+            until=lambda u: u == stack.facilitator.url,
+            what="restored",
+        )  # type: ignore[union-attr]
 
 
 async def test_deleted_offer_has_no_route(stack: LocalStack, upstream: TestUpstream, ns: str) -> None:
@@ -217,14 +261,21 @@ async def test_deleted_offer_has_no_route(stack: LocalStack, upstream: TestUpstr
     await routed(stack, url)
     kube: Kube = stack.kube  # type: ignore[assignment]
     await kube.delete(resources.SERVICE_OFFER, name, namespace=ns)
-    await eventually(lambda: kube.get(resources.SERVICE_OFFER, name, namespace=ns), until=lambda o: o is None,
-                     what="offer deleted")
+    await eventually(
+        lambda: kube.get(resources.SERVICE_OFFER, name, namespace=ns),
+        until=lambda o: o is None,
+        what="offer deleted",
+    )
     assert await kube.get(resources.HTTPROUTE, f"so-{name}", namespace=ns) is None
     resp = await routed(stack, url, want=404)
     assert resp.status_code == 404
     assert stack.verifier is not None
-    await eventually(lambda: asyncio.sleep(0, stack.verifier.gate.table.lookup(f"/services/{name}/x").kind.value),  # type: ignore[union-attr]
-                     until=lambda k: k == "none", timeout=10, what="verifier forgot the route after its grace")
+    await eventually(
+        lambda: asyncio.sleep(0, stack.verifier.gate.table.lookup(f"/services/{name}/x").kind.value),  # type: ignore[union-attr]
+        until=lambda k: k == "none",
+        timeout=10,
+        what="verifier forgot the route after its grace",
+    )
 
 
 async def test_fifty_distinct_payments_in_parallel_make_fifty_transfers(
@@ -283,8 +334,9 @@ async def test_bad_payments_are_refused_with_the_right_reason(
     required = http_client.get_payment_required_response(unpaid.headers.get, unpaid.json())
     good = required.accepts[0]
 
-    async def pay_with(requirement: Any, *, client: x402Client | None = None,
-                       tamper: Any = None) -> httpx.Response:
+    async def pay_with(
+        requirement: Any, *, client: x402Client | None = None, tamper: Any = None
+    ) -> httpx.Response:
         req = required.model_copy(update={"accepts": [requirement]})
         payload = await (client or x402_client(stack)).create_payment_payload(req)
         raw = payload.model_dump(by_alias=True, exclude_none=True)
@@ -307,11 +359,18 @@ async def test_bad_payments_are_refused_with_the_right_reason(
     no_limits.set_spend_controls(False)
     cases = {
         "wrong amount": (await pay_with(good.model_copy(update={"amount": "999"})), "requirements_mismatch"),
-        "wrong payTo": (await pay_with(good.model_copy(update={"pay_to": Account.create().address})),
-                        "requirements_mismatch"),
-        "wrong network": (await pay_with(good.model_copy(update={"network": "eip155:8453"}), client=no_limits),
-                          "requirements_mismatch"),
-        "expired": (await pay_with(good, tamper=expire), "invalid_exact_evm_payload_authorization_valid_before"),
+        "wrong payTo": (
+            await pay_with(good.model_copy(update={"pay_to": Account.create().address})),
+            "requirements_mismatch",
+        ),
+        "wrong network": (
+            await pay_with(good.model_copy(update={"network": "eip155:8453"}), client=no_limits),
+            "requirements_mismatch",
+        ),
+        "expired": (
+            await pay_with(good, tamper=expire),
+            "invalid_exact_evm_payload_authorization_valid_before",
+        ),
         "bad signature": (await pay_with(good, tamper=flip_signature), "invalid_exact_evm_payload_signature"),
         # Passes every local check; the real facilitator refuses it on chain state.
         "unfunded payer": (await pay_with(good, client=unfunded), "invalid_exact_evm_insufficient_balance"),

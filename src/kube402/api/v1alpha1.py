@@ -263,7 +263,9 @@ class ServiceOffer:
 
     @property
     def description(self) -> str:
-        return self.registration.description or f"x402 payment-gated {self.effective_type} service: {self.name}"
+        return (
+            self.registration.description or f"x402 payment-gated {self.effective_type} service: {self.name}"
+        )
 
     @property
     def conditions_raw(self) -> list[Any]:

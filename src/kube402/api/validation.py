@@ -47,7 +47,11 @@ def spec_problems(offer: v1alpha1.ServiceOffer) -> list[str]:
     out: list[str] = []
     if offer.type and offer.type not in {t.value for t in v1alpha1.OfferType}:
         out.append(f"type {offer.type!r} is not one of inference, fine-tuning, http")
-    if not offer.upstream.service or len(offer.upstream.service) > 63 or not DNS1035.fullmatch(offer.upstream.service):
+    if (
+        not offer.upstream.service
+        or len(offer.upstream.service) > 63
+        or not DNS1035.fullmatch(offer.upstream.service)
+    ):
         out.append(f"upstream.service {offer.upstream.service!r} is not a valid Service name")
     if offer.upstream.namespace and (
         len(offer.upstream.namespace) > 63 or not DNS1123.fullmatch(offer.upstream.namespace)

@@ -89,7 +89,7 @@ def encode_storage_string(slot: int, value: str) -> dict[int, bytes]:
     words = {slot: (2 * len(data) + 1).to_bytes(32, "big")}
     base = int.from_bytes(Web3.keccak(slot.to_bytes(32, "big")), "big")
     for i in range(0, len(data), 32):
-        words[base + i // 32] = data[i:i + 32].ljust(32, b"\0")
+        words[base + i // 32] = data[i : i + 32].ljust(32, b"\0")
     return words
 
 
@@ -99,11 +99,20 @@ def _encode_address(address: str) -> bytes:
 
 async def _set_storage(node: rpc.Rpc, address: str, words: dict[int, bytes]) -> None:
     for slot, word in words.items():
-        await node.request("anvil_setStorageAt", [address, "0x" + slot.to_bytes(32, "big").hex(), "0x" + word.hex()])
+        await node.request(
+            "anvil_setStorageAt", [address, "0x" + slot.to_bytes(32, "big").hex(), "0x" + word.hex()]
+        )
 
 
-async def install(node: rpc.Rpc, *, name: str, at: str, constructor_args: tuple[object, ...],
-                  storage: dict[str, str], deployer: rpc.TxSigner) -> str:
+async def install(
+    node: rpc.Rpc,
+    *,
+    name: str,
+    at: str,
+    constructor_args: tuple[object, ...],
+    storage: dict[str, str],
+    deployer: rpc.TxSigner,
+) -> str:
     """Deploy artifact ``name`` normally, then copy its runtime code to ``at`` and write ``storage`` there.
 
     The code is copied from the deployment (not taken from the artifact) because the constructor fills the
@@ -145,22 +154,33 @@ async def setup_base_sepolia(rpc_url: str, *, owner: LocalAccount | None = None)
     if "anvil" not in version.lower():
         raise NotADevChain(f"{rpc_url} runs {version!r}, not anvil; refusing to override code and storage")
     token_deployment = await install(
-        node, name=artifacts.TOKEN, at=BASE_SEPOLIA_USDC, constructor_args=(USDC_NAME, USDC_NAME),
-        storage={"owner": owner.address, "_name": USDC_NAME, "_symbol": USDC_NAME}, deployer=signer,
+        node,
+        name=artifacts.TOKEN,
+        at=BASE_SEPOLIA_USDC,
+        constructor_args=(USDC_NAME, USDC_NAME),
+        storage={"owner": owner.address, "_name": USDC_NAME, "_symbol": USDC_NAME},
+        deployer=signer,
     )
     registry_deployment = await install(
-        node, name=artifacts.REGISTRY, at=BASE_SEPOLIA_IDENTITY_REGISTRY, constructor_args=(owner.address,),
-        storage={"_owner": owner.address}, deployer=signer,
+        node,
+        name=artifacts.REGISTRY,
+        at=BASE_SEPOLIA_IDENTITY_REGISTRY,
+        constructor_args=(owner.address,),
+        storage={"_owner": owner.address},
+        deployer=signer,
     )
     usdc = token.Token(node, BASE_SEPOLIA_USDC)
     expected = token.Domain(USDC_NAME, "2", BASE_SEPOLIA_CHAIN_ID, BASE_SEPOLIA_USDC)
     if await usdc.domain_separator() != expected.separator():
         raise rpc.ChainError("TestUSDC at the canonical address reports an unexpected EIP-712 domain")
     return DevChainInfo(
-        rpc_url=rpc_url, chain_id=BASE_SEPOLIA_CHAIN_ID,
+        rpc_url=rpc_url,
+        chain_id=BASE_SEPOLIA_CHAIN_ID,
         token=Web3.to_checksum_address(BASE_SEPOLIA_USDC),
         registry=Web3.to_checksum_address(BASE_SEPOLIA_IDENTITY_REGISTRY),
-        owner=owner, token_deployment=token_deployment, registry_deployment=registry_deployment,
+        owner=owner,
+        token_deployment=token_deployment,
+        registry_deployment=registry_deployment,
     )
 
 

@@ -104,20 +104,25 @@ class IdentityRegistry:
         receipt = await self.rpc.transact(signer, self.register_call(agent_uri), nonce=nonce)
         events = parse_registered(receipt["logs"], registry=self.address)
         if len(events) != 1:
-            raise rpc.ChainError(f"expected one Registered log in {receipt['transactionHash'].hex()}, "
-                                 f"found {len(events)}")
+            raise rpc.ChainError(
+                f"expected one Registered log in {receipt['transactionHash'].hex()}, found {len(events)}"
+            )
         return events[0]
 
     def register_call(self, agent_uri: str) -> rpc.Call:
         """The bound ``register(string)`` call, for callers that sign, persist and broadcast themselves."""
         return cast(rpc.Call, self.contract.get_function_by_signature("register(string)")(agent_uri))
 
-    async def set_agent_uri(self, agent_id: int, uri: str, *, signer: rpc.TxSigner,
-                            nonce: int | None = None) -> TxReceipt:
-        return await self.rpc.transact(signer, self.contract.functions.setAgentURI(agent_id, uri), nonce=nonce)
+    async def set_agent_uri(
+        self, agent_id: int, uri: str, *, signer: rpc.TxSigner, nonce: int | None = None
+    ) -> TxReceipt:
+        return await self.rpc.transact(
+            signer, self.contract.functions.setAgentURI(agent_id, uri), nonce=nonce
+        )
 
-    async def set_metadata(self, agent_id: int, key: str, value: bytes, *, signer: rpc.TxSigner,
-                           nonce: int | None = None) -> TxReceipt:
+    async def set_metadata(
+        self, agent_id: int, key: str, value: bytes, *, signer: rpc.TxSigner, nonce: int | None = None
+    ) -> TxReceipt:
         """Write one metadata entry; the ``agentWallet`` key is refused locally, as the contract would."""
         if key == RESERVED_AGENT_WALLET_KEY:
             raise ValueError("agentWallet is reserved; it changes only through setAgentWallet")
@@ -146,8 +151,9 @@ class IdentityRegistry:
         """``getAgentWallet``: the zero address when unset, cleared by a transfer, or unknown."""
         return str(await self.rpc.run(self.contract.functions.getAgentWallet(agent_id).call))
 
-    async def find_registered(self, *, from_block: int, to_block: int | None = None, owner: str | None = None,
-                              chunk: int = 2_000) -> list[Registered]:
+    async def find_registered(
+        self, *, from_block: int, to_block: int | None = None, owner: str | None = None, chunk: int = 2_000
+    ) -> list[Registered]:
         """``Registered`` logs in [from_block, to_block] (default: head), optionally by owner, scanned in chunks
         (public RPCs cap ``eth_getLogs`` ranges)."""
         if chunk < 1:
@@ -158,8 +164,12 @@ class IdentityRegistry:
             topics += [None, "0x" + bytes(12).hex() + Web3.to_checksum_address(owner)[2:].lower()]
         found: list[Registered] = []
         for start in range(from_block, last + 1, chunk):
-            params: FilterParams = {"address": self.address, "fromBlock": start,
-                                    "toBlock": min(start + chunk - 1, last), "topics": topics}
+            params: FilterParams = {
+                "address": self.address,
+                "fromBlock": start,
+                "toBlock": min(start + chunk - 1, last),
+                "topics": topics,
+            }
             logs = await self.rpc.run(functools.partial(self.rpc.w3.eth.get_logs, params))
             found += parse_registered(logs, registry=self.address)
         return found

@@ -142,8 +142,12 @@ def _translated(fn: Callable[[], T]) -> T:
         return fn()
     except w3exc.ContractLogicError as err:
         raise Reverted(revert_reason(err), data=err.data if isinstance(err.data, str) else None) from err
-    except (requests.ConnectionError, requests.Timeout, w3exc.ProviderConnectionError,
-            w3exc.RequestTimedOut) as err:
+    except (
+        requests.ConnectionError,
+        requests.Timeout,
+        w3exc.ProviderConnectionError,
+        w3exc.RequestTimedOut,
+    ) as err:
         raise ChainUnavailable(str(err)) from err
     except w3exc.Web3RPCError as err:
         raise RpcError(str(err)) from err
@@ -153,7 +157,9 @@ class Rpc:
     """A connection to one node. Cheap to create; holds no state but the cached chain id."""
 
     def __init__(self, url: str, *, request_timeout: float = 10.0) -> None:
-        provider = HTTPProvider(url, request_kwargs={"timeout": request_timeout}, exception_retry_configuration=None)
+        provider = HTTPProvider(
+            url, request_kwargs={"timeout": request_timeout}, exception_retry_configuration=None
+        )
         self.url = url
         self.w3 = Web3(provider)
         self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
@@ -191,8 +197,9 @@ class Rpc:
     async def eth_balance(self, address: str) -> int:
         return int(await self.run(lambda: self.w3.eth.get_balance(Web3.to_checksum_address(address))))
 
-    async def sign(self, signer: TxSigner, call: Call, *, nonce: int | None = None,
-                   gas: int | None = None) -> SignedTx:
+    async def sign(
+        self, signer: TxSigner, call: Call, *, nonce: int | None = None, gas: int | None = None
+    ) -> SignedTx:
         """Build (estimating gas unless given: a doomed call raises :class:`Reverted` here), then sign.
 
         ``nonce`` defaults to the signer's pending nonce; pass the confirmed one to make a resubmission
@@ -217,13 +224,23 @@ class Rpc:
     async def wait_for_receipt(self, tx_hash: str, *, timeout: float = 30.0, poll: float = 0.05) -> TxReceipt:
         """The receipt, or :class:`ReceiptTimeout` after ``timeout`` seconds. Does not check the status."""
         try:
-            return await self.run(lambda: self.w3.eth.wait_for_transaction_receipt(
-                HexBytes(tx_hash), timeout=timeout, poll_latency=poll))
+            return await self.run(
+                lambda: self.w3.eth.wait_for_transaction_receipt(
+                    HexBytes(tx_hash), timeout=timeout, poll_latency=poll
+                )
+            )
         except w3exc.TimeExhausted:
             raise ReceiptTimeout(tx_hash, timeout) from None
 
-    async def transact(self, signer: TxSigner, call: Call, *, nonce: int | None = None, gas: int | None = None,
-                       timeout: float = 30.0) -> TxReceipt:
+    async def transact(
+        self,
+        signer: TxSigner,
+        call: Call,
+        *,
+        nonce: int | None = None,
+        gas: int | None = None,
+        timeout: float = 30.0,
+    ) -> TxReceipt:
         """Sign, send and wait; a mined failure raises :class:`Reverted` carrying the hash."""
         signed = await self.sign(signer, call, nonce=nonce, gas=gas)
         await self.broadcast(signed)

@@ -54,10 +54,14 @@ def _type_string(primary: str, fields: list[dict[str, str]]) -> str:
 
 DOMAIN_TYPEHASH: Final = bytes(Web3.keccak(text=_type_string("EIP712Domain", _DOMAIN_FIELDS)))
 TRANSFER_WITH_AUTHORIZATION_TYPEHASH: Final = bytes(
-    Web3.keccak(text=_type_string("TransferWithAuthorization", _AUTH_FIELDS)))
+    Web3.keccak(text=_type_string("TransferWithAuthorization", _AUTH_FIELDS))
+)
 RECEIVE_WITH_AUTHORIZATION_TYPEHASH: Final = bytes(
-    Web3.keccak(text=_type_string("ReceiveWithAuthorization", _AUTH_FIELDS)))
-CANCEL_AUTHORIZATION_TYPEHASH: Final = bytes(Web3.keccak(text="CancelAuthorization(address authorizer,bytes32 nonce)"))
+    Web3.keccak(text=_type_string("ReceiveWithAuthorization", _AUTH_FIELDS))
+)
+CANCEL_AUTHORIZATION_TYPEHASH: Final = bytes(
+    Web3.keccak(text="CancelAuthorization(address authorizer,bytes32 nonce)")
+)
 
 AuthorizationKind = Literal["TransferWithAuthorization", "ReceiveWithAuthorization"]
 
@@ -72,15 +76,24 @@ class Domain:
     verifying_contract: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "chainId": self.chain_id,
-                "verifyingContract": Web3.to_checksum_address(self.verifying_contract)}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": Web3.to_checksum_address(self.verifying_contract),
+        }
 
     def separator(self) -> bytes:
         """keccak256 of the encoded domain: what ``DOMAIN_SEPARATOR()`` returns on chain."""
         encoded = abi.encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [DOMAIN_TYPEHASH, Web3.keccak(text=self.name), Web3.keccak(text=self.version), self.chain_id,
-             Web3.to_checksum_address(self.verifying_contract)],
+            [
+                DOMAIN_TYPEHASH,
+                Web3.keccak(text=self.name),
+                Web3.keccak(text=self.version),
+                self.chain_id,
+                Web3.to_checksum_address(self.verifying_contract),
+            ],
         )
         return bytes(Web3.keccak(encoded))
 
@@ -98,11 +111,18 @@ class Authorization:
     """32 random bytes; unique per authorizer."""
 
     def message(self) -> dict[str, Any]:
-        return {"from": Web3.to_checksum_address(self.from_), "to": Web3.to_checksum_address(self.to),
-                "value": self.value, "validAfter": self.valid_after, "validBefore": self.valid_before,
-                "nonce": self.nonce}
+        return {
+            "from": Web3.to_checksum_address(self.from_),
+            "to": Web3.to_checksum_address(self.to),
+            "value": self.value,
+            "validAfter": self.valid_after,
+            "validBefore": self.valid_before,
+            "nonce": self.nonce,
+        }
 
-    def typed_data(self, domain: Domain, *, kind: AuthorizationKind = "TransferWithAuthorization") -> dict[str, Any]:
+    def typed_data(
+        self, domain: Domain, *, kind: AuthorizationKind = "TransferWithAuthorization"
+    ) -> dict[str, Any]:
         """The full EIP-712 message, as eth-account's ``sign_typed_data(full_message=…)`` takes it."""
         return {
             "types": {"EIP712Domain": _DOMAIN_FIELDS, kind: _AUTH_FIELDS},
@@ -117,8 +137,13 @@ class Authorization:
         return (m["from"], m["to"], self.value, self.valid_after, self.valid_before, self.nonce)
 
 
-def sign_authorization(account: LocalAccount, auth: Authorization, *, domain: Domain,
-                       kind: AuthorizationKind = "TransferWithAuthorization") -> bytes:
+def sign_authorization(
+    account: LocalAccount,
+    auth: Authorization,
+    *,
+    domain: Domain,
+    kind: AuthorizationKind = "TransferWithAuthorization",
+) -> bytes:
     """65 bytes r ‖ s ‖ v (v ∈ {27, 28}) signed by ``account`` over the authorization."""
     return bytes(account.sign_typed_data(full_message=auth.typed_data(domain, kind=kind)).signature)
 
@@ -159,8 +184,12 @@ class Token:
 
     async def domain(self) -> Domain:
         """The EIP-712 domain as the chain reports it (name and version read from the token)."""
-        return Domain(name=await self.name(), version=await self.version(), chain_id=await self.rpc.chain_id(),
-                      verifying_contract=self.address)
+        return Domain(
+            name=await self.name(),
+            version=await self.version(),
+            chain_id=await self.rpc.chain_id(),
+            verifying_contract=self.address,
+        )
 
     async def authorization_state(self, authorizer: str, nonce: bytes) -> bool:
         """True once ``nonce`` was used or canceled by ``authorizer``."""
@@ -173,8 +202,9 @@ class Token:
         fn = self.contract.functions.mint(Web3.to_checksum_address(to), amount)
         return await self.rpc.transact(signer, fn)
 
-    async def transfer_with_authorization(self, auth: Authorization, signature: bytes, *, signer: rpc.TxSigner,
-                                          split_signature: bool = False) -> TxReceipt:
+    async def transfer_with_authorization(
+        self, auth: Authorization, signature: bytes, *, signer: rpc.TxSigner, split_signature: bool = False
+    ) -> TxReceipt:
         """Relay a signed authorization; ``signer`` pays the gas.
 
         ``split_signature`` selects the ``(v, r, s)`` overload (EOA signatures only, what x402 sends) instead of

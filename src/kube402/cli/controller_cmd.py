@@ -15,17 +15,24 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("controller", help="run the ServiceOffer controller")
     d = Settings()
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG, then in-cluster)")
+    p.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG, then in-cluster)"
+    )
     p.add_argument("--context", default=None)
-    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", d.namespace),
-                   help="system namespace (Lease, catalog)")
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", d.namespace),
+        help="system namespace (Lease, catalog)",
+    )
     p.add_argument("--verifier-address", default=d.verifier_address)
     p.add_argument("--verifier-service", default="x402/x402-verifier:8081")
     p.add_argument("--gateway", default="traefik/traefik-gateway/web")
     p.add_argument("--default-gate-mode", choices=["forwardAuth", "proxy"], default=d.default_gate_mode)
     p.add_argument("--upstream-resolution", choices=["dns", "endpointslice"], default=d.upstream_resolution)
     p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--metrics-listen", default=d.metrics_listen, help="host:port of /healthz /readyz /metrics")
+    p.add_argument(
+        "--metrics-listen", default=d.metrics_listen, help="host:port of /healthz /readyz /metrics"
+    )
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--requeue-ready", type=float, default=d.requeue_ready)
     p.add_argument("--requeue-not-ready", type=float, default=d.requeue_not_ready)

@@ -22,24 +22,51 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     d = config.Settings(networks=(config.NetworkConfig("eip155:84532", 84532, "base-sepolia", "http://-"),))
     p = sub.add_parser("facilitator", help="run an x402 facilitator (EVM exact, EIP-3009) with a relayer key")
-    p.add_argument("--listen", default=d.listen,
-                   help="host:port to serve on (default %(default)s; :4040 = all interfaces)")
-    p.add_argument("--rpc-url", action="append", default=None, metavar="[NETWORK=]URL",
-                   help="JSON-RPC URL per network, e.g. base-sepolia=http://127.0.0.1:8545 or "
-                        f"eip155:8453=https://…; a bare URL is for {config.DEFAULT_NETWORK}; repeat for more "
-                        f"chains (env ${RPC_ENV})")
-    p.add_argument("--key-file", default=None,
-                   help=f"file holding the relayer's hex private key (env ${config.KEY_FILE_ENV}, "
-                        f"or the key itself in ${config.KEY_ENV})")
-    p.add_argument("--confirmation-timeout", type=float, default=d.confirmation_timeout,
-                   help="seconds a settle waits for its receipt before answering settlement_pending "
-                        "(default %(default)s)")
-    p.add_argument("--rpc-timeout", type=float, default=d.rpc_timeout,
-                   help="per JSON-RPC request timeout in seconds (default %(default)s)")
-    p.add_argument("--gas-limit", type=int, default=d.gas_limit,
-                   help="gas limit of each settlement transaction (default %(default)s)")
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help="threads running verifications and settlements concurrently (default %(default)s)")
+    p.add_argument(
+        "--listen",
+        default=d.listen,
+        help="host:port to serve on (default %(default)s; :4040 = all interfaces)",
+    )
+    p.add_argument(
+        "--rpc-url",
+        action="append",
+        default=None,
+        metavar="[NETWORK=]URL",
+        help="JSON-RPC URL per network, e.g. base-sepolia=http://127.0.0.1:8545 or "
+        f"eip155:8453=https://…; a bare URL is for {config.DEFAULT_NETWORK}; repeat for more "
+        f"chains (env ${RPC_ENV})",
+    )
+    p.add_argument(
+        "--key-file",
+        default=None,
+        help=f"file holding the relayer's hex private key (env ${config.KEY_FILE_ENV}, "
+        f"or the key itself in ${config.KEY_ENV})",
+    )
+    p.add_argument(
+        "--confirmation-timeout",
+        type=float,
+        default=d.confirmation_timeout,
+        help="seconds a settle waits for its receipt before answering settlement_pending "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--rpc-timeout",
+        type=float,
+        default=d.rpc_timeout,
+        help="per JSON-RPC request timeout in seconds (default %(default)s)",
+    )
+    p.add_argument(
+        "--gas-limit",
+        type=int,
+        default=d.gas_limit,
+        help="gas limit of each settlement transaction (default %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help="threads running verifications and settlements concurrently (default %(default)s)",
+    )
     p.set_defaults(func=run)
 
 

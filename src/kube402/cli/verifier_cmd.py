@@ -15,10 +15,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     d = Options()
     p.add_argument("--config", default=d.config_path, help="pricing.yaml path")
     p.add_argument("--listen", default=d.listen, help="host:port of /verify and the ops endpoints")
-    p.add_argument("--proxy-listen", default=d.proxy_listen,
-                   help="host:port of the proxy gate; empty disables it; equal to --listen shares the port")
-    p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,
-                   help="reload the config file when it changes (polled every 5 s)")
+    p.add_argument(
+        "--proxy-listen",
+        default=d.proxy_listen,
+        help="host:port of the proxy gate; empty disables it; equal to --listen shares the port",
+    )
+    p.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reload the config file when it changes (polled every 5 s)",
+    )
     p.add_argument("--route-source", choices=["file", "kube"], default=d.route_source)
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--namespace", default=d.namespace, help="namespace of the x402-pricing ConfigMap")
@@ -29,9 +36,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     options = Options(
-        config_path=args.config, listen=args.listen, proxy_listen=args.proxy_listen, watch=args.watch,
-        route_source=args.route_source, kubeconfig=args.kubeconfig, namespace=args.namespace,
-        upstream_resolution=args.upstream_resolution, default_gate_mode=args.default_gate_mode,
+        config_path=args.config,
+        listen=args.listen,
+        proxy_listen=args.proxy_listen,
+        watch=args.watch,
+        route_source=args.route_source,
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        upstream_resolution=args.upstream_resolution,
+        default_gate_mode=args.default_gate_mode,
     )
     try:
         import uvloop

@@ -53,12 +53,20 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = prometheus_client.CollectorRegistry()
         self.reconciles = prometheus_client.Counter(
-            "kube402_controller_reconciles_total", "Offer reconcile passes", ["result"], registry=self.registry)
+            "kube402_controller_reconciles_total",
+            "Offer reconcile passes",
+            ["result"],
+            registry=self.registry,
+        )
         self.duration = prometheus_client.Histogram(
-            "kube402_controller_reconcile_duration_seconds", "Offer reconcile pass duration",
-            registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+            "kube402_controller_reconcile_duration_seconds",
+            "Offer reconcile pass duration",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.leader = prometheus_client.Gauge(
-            "kube402_controller_leader", "1 while this replica holds the Lease", registry=self.registry)
+            "kube402_controller_leader", "1 while this replica holds the Lease", registry=self.registry
+        )
 
 
 class Controller:
@@ -79,9 +87,12 @@ class Controller:
         self.slices: Informer | None = None
         if Resolution(settings.upstream_resolution) == Resolution.ENDPOINTSLICE:
             self.slices = Informer(kube, resources.ENDPOINTSLICE)
-            self.slices.store.add_index("service", lambda o: [k] if (k := endpoints.slice_service_key(o)) else [])
+            self.slices.store.add_index(
+                "service", lambda o: [k] if (k := endpoints.slice_service_key(o)) else []
+            )
         self.informers = [self.offers, *self.children.values(), self.services] + (
-            [self.slices] if self.slices else [])
+            [self.slices] if self.slices else []
+        )
         self.offers.add_handler(self._on_offer)
         for inf in self.children.values():
             inf.add_handler(self._on_child)
@@ -167,7 +178,9 @@ class Controller:
         """Run the workers (after every cache has synced) until cancelled."""
         await asyncio.gather(*(inf.synced.wait() for inf in self.informers))
         self.metrics.leader.set(1)
-        log.info("leading: %d offers cached; starting %d workers", len(self.offers.store), self.settings.workers)
+        log.info(
+            "leading: %d offers cached; starting %d workers", len(self.offers.store), self.settings.workers
+        )
         for key in self.offers.store.keys():  # noqa: SIM118 - Store iterates values
             self.queue.add(key)
         caches = Caches(
@@ -179,7 +192,10 @@ class Controller:
         limits = httpx.Limits(max_connections=max(16, self.settings.workers * 2))
         async with httpx.AsyncClient(limits=limits, trust_env=False) as http:
             reconciler = Reconciler(
-                kube=self.kube, caches=caches, http=http, settings=self.settings,
+                kube=self.kube,
+                caches=caches,
+                http=http,
+                settings=self.settings,
                 recorder=Recorder(self.kube, component=names.FIELD_MANAGER, instance=self.settings.identity),
             )
             try:
@@ -196,22 +212,25 @@ async def _serve_ops(controller: Controller, listen: str) -> None:
 
     host, _, port = listen.rpartition(":")
     app = OpsApp(ready=controller.synced, registry=controller.metrics.registry)
-    server = Server(app, address=host or "0.0.0.0", port=int(port), interface=Interfaces.RSGI,
-                    log_enabled=False)
+    server = Server(
+        app, address=host or "0.0.0.0", port=int(port), interface=Interfaces.RSGI, log_enabled=False
+    )
     await server.serve()
 
 
 async def run(settings: Settings, *, kubeconfig: str | None = None, context: str | None = None) -> int:
     kube = Kube.connect(kubeconfig=kubeconfig, context=context, field_manager=names.FIELD_MANAGER)
     controller = Controller(kube, settings)
-    tasks = [asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}")
-             for inf in controller.informers]
+    tasks = [
+        asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}") for inf in controller.informers
+    ]
     if settings.metrics_listen:
         tasks.append(asyncio.create_task(_serve_ops(controller, settings.metrics_listen), name="ops"))
     try:
         if settings.leader_elect:
             elector = LeaderElector(
-                kube, namespace=settings.namespace, name=names.LEASE_NAME, identity=settings.identity)
+                kube, namespace=settings.namespace, name=names.LEASE_NAME, identity=settings.identity
+            )
             await elector.run(controller.lead)
             log.error("lost leadership; exiting")
             return 1
@@ -230,8 +249,9 @@ async def run(settings: Settings, *, kubeconfig: str | None = None, context: str
 async def started(kube: Kube, settings: Settings) -> AsyncIterator[Controller]:
     """A controller running in this event loop (no leader election unless the settings ask for it)."""
     controller = Controller(kube, settings)
-    tasks = [asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}")
-             for inf in controller.informers]
+    tasks = [
+        asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}") for inf in controller.informers
+    ]
     tasks.append(asyncio.create_task(controller.lead(), name="controller-workers"))
     try:
         yield controller

@@ -125,7 +125,8 @@ class Reconciler:
         """The older offer that already publishes this offer's effective path, if any."""
         mine = _creation_order(offer.raw)
         older = [
-            o for o in self.caches.offers.by_index("path", offer.effective_path)
+            o
+            for o in self.caches.offers.by_index("path", offer.effective_path)
             if (o.get("metadata") or {}).get("name") != offer.name
             or (o.get("metadata") or {}).get("namespace") != offer.namespace
         ]
@@ -153,7 +154,7 @@ class Reconciler:
     ) -> int:
         deleted = 0
         for res in CHILD_RESOURCES:
-            for (kind, ns, name) in actual:
+            for kind, ns, name in actual:
                 if kind == res.kind and (kind, ns, name) not in keep:
                     await self.kube.delete(res, name, namespace=ns)
                     deleted += 1
@@ -179,11 +180,15 @@ class Reconciler:
             return Result()
         if names.FINALIZER not in offer.metadata.finalizers:
             await self.kube.merge_patch(
-                resources.SERVICE_OFFER, offer.name, namespace=offer.namespace,
-                patch={"metadata": {
-                    "finalizers": [*offer.metadata.finalizers, names.FINALIZER],
-                    "resourceVersion": offer.metadata.resource_version,
-                }},
+                resources.SERVICE_OFFER,
+                offer.name,
+                namespace=offer.namespace,
+                patch={
+                    "metadata": {
+                        "finalizers": [*offer.metadata.finalizers, names.FINALIZER],
+                        "resourceVersion": offer.metadata.resource_version,
+                    }
+                },
             )
             return Result()
 
@@ -252,7 +257,10 @@ class Reconciler:
             failure = err
 
         observed = status.Observed(
-            model=model, upstream=up, gate=gate, route=route,
+            model=model,
+            upstream=up,
+            gate=gate,
+            route=route,
             registered=status.registered_condition(offer),
         )
         desired_status = status.build(offer, observed, now=self.clock())
@@ -274,14 +282,23 @@ class Reconciler:
         await self._delete_children(self._actual_children(offer), set())
         # Children outside the cache's view (e.g. created while we were down and not yet seen) are
         # removed by name as well; deletes ignore NotFound.
-        await self.kube.delete(resources.HTTPROUTE, names.httproute_name(offer.name), namespace=offer.namespace)
         await self.kube.delete(
-            resources.MIDDLEWARE, names.middleware_name(offer.name), namespace=offer.namespace)
+            resources.HTTPROUTE, names.httproute_name(offer.name), namespace=offer.namespace
+        )
+        await self.kube.delete(
+            resources.MIDDLEWARE, names.middleware_name(offer.name), namespace=offer.namespace
+        )
         remaining = [f for f in offer.metadata.finalizers if f != names.FINALIZER]
         await self.kube.merge_patch(
-            resources.SERVICE_OFFER, offer.name, namespace=offer.namespace,
-            patch={"metadata": {"finalizers": remaining or None,
-                                "resourceVersion": offer.metadata.resource_version}},
+            resources.SERVICE_OFFER,
+            offer.name,
+            namespace=offer.namespace,
+            patch={
+                "metadata": {
+                    "finalizers": remaining or None,
+                    "resourceVersion": offer.metadata.resource_version,
+                }
+            },
         )
 
     async def _record_transitions(self, offer: v1alpha1.ServiceOffer, new: Mapping[str, Any]) -> None:
@@ -299,7 +316,9 @@ class Reconciler:
             await self.recorder.event(obj, reason="Published", message=rp_new.message)
         elif rp_old is not None and rp_old.is_true and not rp_new.is_true:
             cause = gate_new.message if not gate_new.is_true else rp_new.message
-            await self.recorder.event(obj, reason="Withdrawn", message=f"Route withdrawn: {cause}", warning=True)
+            await self.recorder.event(
+                obj, reason="Withdrawn", message=f"Route withdrawn: {cause}", warning=True
+            )
         gate_old = old.get("PaymentGateReady")
         if gate_new.reason in (R.INVALID_PRICE, R.INVALID_NETWORK, R.INVALID_SPEC) and (
             gate_old is None or gate_old.reason != gate_new.reason or gate_old.message != gate_new.message

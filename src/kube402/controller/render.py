@@ -109,7 +109,11 @@ def httproute(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> Obj:
             },
         ]
         rule["backendRefs"] = [
-            {"name": offer.upstream.service, "namespace": offer.upstream_namespace, "port": offer.upstream_port}
+            {
+                "name": offer.upstream.service,
+                "namespace": offer.upstream_namespace,
+                "port": offer.upstream_port,
+            }
         ]
     timeout = request_timeout(offer.payment.max_timeout_seconds)
     if timeout:
@@ -132,7 +136,9 @@ def _grant(offer: v1alpha1.ServiceOffer, *, target_namespace: str, service: str)
             "labels": labels(offer, foreign_namespace=True),
         },
         "spec": {
-            "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": offer.namespace}],
+            "from": [
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": offer.namespace}
+            ],
             "to": [{"group": "", "kind": "Service", "name": service}],
         },
     }

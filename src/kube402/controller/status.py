@@ -94,9 +94,15 @@ def registered_condition(offer: v1alpha1.ServiceOffer) -> CondValue:
 
 PAUSED: CondValue = (False, R.PAUSED, "Offer is paused")
 WAITING_FOR_UPSTREAM: CondValue = (
-    False, R.WAITING_FOR_UPSTREAM, "Waiting for upstream health before publishing payment gate")
+    False,
+    R.WAITING_FOR_UPSTREAM,
+    "Waiting for upstream health before publishing payment gate",
+)
 WAITING_FOR_GATE: CondValue = (
-    False, R.WAITING_FOR_PAYMENT_GATE, "Waiting for payment gate before publishing route")
+    False,
+    R.WAITING_FOR_PAYMENT_GATE,
+    "Waiting for payment gate before publishing route",
+)
 
 
 def gate_ready(proxy: bool) -> CondValue:

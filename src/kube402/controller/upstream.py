@@ -15,6 +15,7 @@ from kube402.kube.endpoints import Resolution, UnresolvableError, resolve_base_u
 
 __all__ = ["Resolution", "UnresolvableError", "probe", "resolve_base_url"]
 
+
 async def probe(http: httpx.AsyncClient, url: str, *, timeout: float = 2.0) -> UpstreamObservation:
     try:
         # A fresh connection per probe, like kubelet's: a reused keep-alive connection can outlive the

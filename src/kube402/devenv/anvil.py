@@ -88,7 +88,9 @@ def _wait_ready(proc: AnvilProcess, *, chain_id: int, timeout: float) -> bool:
             raise AnvilError(f"anvil at {proc.rpc_url} answers chain id {answer}, expected {chain_id}")
         time.sleep(0.02)
     stop(proc.pid)
-    raise AnvilError(f"anvil did not answer eth_chainId within {timeout:g}s; log tail:\n{_log_tail(proc.log)}")
+    raise AnvilError(
+        f"anvil did not answer eth_chainId within {timeout:g}s; log tail:\n{_log_tail(proc.log)}"
+    )
 
 
 def start_detached(
@@ -107,13 +109,24 @@ def start_detached(
     exe = binary()
     for attempt in range(1 if port is not None else _PORT_ATTEMPTS):
         chosen = port if port is not None else process.free_port()
-        argv: list[str | os.PathLike[str]] = [exe, "--host", "127.0.0.1", "--port", str(chosen), "--chain-id", str(chain_id), *extra_args]
+        argv: list[str | os.PathLike[str]] = [
+            exe,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(chosen),
+            "--chain-id",
+            str(chain_id),
+            *extra_args,
+        ]
         popen = process.spawn(argv, log=log)
         proc = AnvilProcess(pid=popen.pid, port=chosen, rpc_url=f"http://127.0.0.1:{chosen}", log=log)
         if _wait_ready(proc, chain_id=chain_id, timeout=timeout):
             return proc
         stop(proc.pid)
-    raise AnvilError(f"anvil exited before becoming ready ({attempt + 1} attempts); log tail:\n{_log_tail(log)}")
+    raise AnvilError(
+        f"anvil exited before becoming ready ({attempt + 1} attempts); log tail:\n{_log_tail(log)}"
+    )
 
 
 def stop(pid: int, *, timeout: float = 10.0) -> None:
@@ -124,8 +137,9 @@ def stop(pid: int, *, timeout: float = 10.0) -> None:
 class Anvil:
     """An anvil whose lifetime the caller manages: ``start()``/``stop()`` or ``with Anvil(log=…) as chain:``."""
 
-    def __init__(self, *, log: Path, port: int | None = None, chain_id: int = CHAIN_ID,
-                 extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, *, log: Path, port: int | None = None, chain_id: int = CHAIN_ID, extra_args: Sequence[str] = ()
+    ) -> None:
         self._log = log
         self._port = port
         self._chain_id = chain_id
@@ -135,8 +149,9 @@ class Anvil:
     def start(self) -> AnvilProcess:
         if self._proc is not None:
             raise AnvilError(f"already started (pid {self._proc.pid})")
-        self._proc = start_detached(log=self._log, port=self._port, chain_id=self._chain_id,
-                                    extra_args=self._extra_args)
+        self._proc = start_detached(
+            log=self._log, port=self._port, chain_id=self._chain_id, extra_args=self._extra_args
+        )
         return self._proc
 
     def stop(self) -> None:
@@ -163,6 +178,7 @@ class Anvil:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -65,9 +65,15 @@ def _cert(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -93,16 +99,26 @@ def generate(directory: Path) -> Credentials:
     ]
     serving = _cert(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        ca_name, serving_key.public_key(), ca_key, ca=False, sans=sans,
+        ca_name,
+        serving_key.public_key(),
+        ca_key,
+        ca=False,
+        sans=sans,
         usage=[ExtendedKeyUsageOID.SERVER_AUTH],
     )
     admin_key = ec.generate_private_key(ec.SECP256R1())
     admin = _cert(
-        x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "kube402-admin"),
-        ]),
-        ca_name, admin_key.public_key(), ca_key, ca=False, usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "kube402-admin"),
+            ]
+        ),
+        ca_name,
+        admin_key.public_key(),
+        ca_key,
+        ca=False,
+        usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 

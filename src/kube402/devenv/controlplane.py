@@ -43,10 +43,21 @@ def _kubeconfig(server: str, creds: certs.Credentials) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "kube402-dev", "cluster": {
-            "server": server, "certificate-authority-data": b64(creds.ca_cert)}}],
-        "users": [{"name": "kube402-admin", "user": {
-            "client-certificate-data": b64(creds.admin_cert), "client-key-data": b64(creds.admin_key)}}],
+        "clusters": [
+            {
+                "name": "kube402-dev",
+                "cluster": {"server": server, "certificate-authority-data": b64(creds.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "kube402-admin",
+                "user": {
+                    "client-certificate-data": b64(creds.admin_cert),
+                    "client-key-data": b64(creds.admin_key),
+                },
+            }
+        ],
         "contexts": [{"name": "kube402-dev", "context": {"cluster": "kube402-dev", "user": "kube402-admin"}}],
         "current-context": "kube402-dev",
         "preferences": {},
@@ -77,7 +88,9 @@ class ControlPlane:
         self._apiserver_argv: list[Any] = []
 
     async def start(self, *, timeout: float = 90.0) -> ControlPlaneInfo:
-        bin_dir = self.bin_dir if self.bin_dir is not None else await asyncio.to_thread(paths.controlplane_bin)
+        bin_dir = (
+            self.bin_dir if self.bin_dir is not None else await asyncio.to_thread(paths.controlplane_bin)
+        )
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
         logs = d / "logs"
@@ -95,20 +108,27 @@ class ControlPlane:
                     docs = await asyncio.to_thread(crds.all_crds)
                     await crds.install(kube, docs)
                 for ns in self.namespaces:
-                    await kube.apply(resources.NAMESPACE, {
-                        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                    await kube.apply(
+                        resources.NAMESPACE,
+                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                    )
                 # After the CRDs: the garbage collector discovers resources at start-up, and
                 # would otherwise notice the CRDs only at its next 30 s discovery resync.
                 if self.controller_manager:
                     self._pids["kube-controller-manager"] = process.spawn(
                         [
                             bin_dir / "kube-controller-manager",
-                            "--kubeconfig", kubeconfig,
-                            "--controllers", "garbage-collector-controller,namespace-controller",
+                            "--kubeconfig",
+                            kubeconfig,
+                            "--controllers",
+                            "garbage-collector-controller,namespace-controller",
                             "--leader-elect=false",
-                            "--bind-address", "127.0.0.1",
-                            "--secure-port", "0",
-                            "--concurrent-gc-syncs", "5",
+                            "--bind-address",
+                            "127.0.0.1",
+                            "--secure-port",
+                            "0",
+                            "--concurrent-gc-syncs",
+                            "5",
                         ],
                         log=logs / "kube-controller-manager.log",
                     ).pid
@@ -129,15 +149,23 @@ class ControlPlane:
         self._pids["etcd"] = process.spawn(
             [
                 bin_dir / "etcd",
-                "--name", "default",
-                "--data-dir", d / "etcd",
-                "--listen-client-urls", url,
-                "--advertise-client-urls", url,
-                "--listen-peer-urls", peer_url,
-                "--initial-advertise-peer-urls", peer_url,
-                "--initial-cluster", f"default={peer_url}",
+                "--name",
+                "default",
+                "--data-dir",
+                d / "etcd",
+                "--listen-client-urls",
+                url,
+                "--advertise-client-urls",
+                url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"default={peer_url}",
                 "--unsafe-no-fsync",
-                "--log-level", "warn",
+                "--log-level",
+                "warn",
             ],
             log=logs / "etcd.log",
         ).pid
@@ -150,26 +178,41 @@ class ControlPlane:
         port = process.free_port()
         server = f"https://127.0.0.1:{port}"
         self._apiserver_argv = [
-                bin_dir / "kube-apiserver",
-                "--etcd-servers", etcd_url,
-                "--bind-address", "127.0.0.1",
-                "--secure-port", str(port),
-                "--tls-cert-file", creds.serving_cert,
-                "--tls-private-key-file", creds.serving_key,
-                "--client-ca-file", creds.ca_cert,
-                "--service-account-issuer", server,
-                "--service-account-key-file", creds.sa_pub,
-                "--service-account-signing-key-file", creds.sa_key,
-                "--service-cluster-ip-range", "10.0.0.0/24",
-                "--authorization-mode", "RBAC",
-                "--disable-admission-plugins", "ServiceAccount",
-                "--endpoint-reconciler-type", "none",
-                "--allow-privileged=true",
-                "--watch-cache=true",
-                "--v", "0",
-            ]
+            bin_dir / "kube-apiserver",
+            "--etcd-servers",
+            etcd_url,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(port),
+            "--tls-cert-file",
+            creds.serving_cert,
+            "--tls-private-key-file",
+            creds.serving_key,
+            "--client-ca-file",
+            creds.ca_cert,
+            "--service-account-issuer",
+            server,
+            "--service-account-key-file",
+            creds.sa_pub,
+            "--service-account-signing-key-file",
+            creds.sa_key,
+            "--service-cluster-ip-range",
+            "10.0.0.0/24",
+            "--authorization-mode",
+            "RBAC",
+            "--disable-admission-plugins",
+            "ServiceAccount",
+            "--endpoint-reconciler-type",
+            "none",
+            "--allow-privileged=true",
+            "--watch-cache=true",
+            "--v",
+            "0",
+        ]
         self._pids["kube-apiserver"] = process.spawn(
-            self._apiserver_argv, log=logs / "kube-apiserver.log").pid
+            self._apiserver_argv, log=logs / "kube-apiserver.log"
+        ).pid
         return server
 
     async def _wait_ready(self, kube: Kube, timeout: float) -> None:
@@ -196,7 +239,8 @@ class ControlPlane:
         process.stop(self._pids["kube-apiserver"])
         await asyncio.sleep(down_for)
         self._pids["kube-apiserver"] = process.spawn(
-            self._apiserver_argv, log=self.directory / "logs" / "kube-apiserver.log").pid
+            self._apiserver_argv, log=self.directory / "logs" / "kube-apiserver.log"
+        ).pid
         self.info.pids["kube-apiserver"] = self._pids["kube-apiserver"]
         kube = Kube.connect(kubeconfig=str(self.info.kubeconfig))
         try:

@@ -47,7 +47,11 @@ def _module_dir(module: str, version: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             ["go", "mod", "download", "-json", f"{module}@{version}"],
-            check=True, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp,
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp,
         )
     info = json.loads(out.stdout)
     if info.get("Error"):

@@ -25,7 +25,9 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrad
 class Route:
     """One HTTPRoute rule as the gateway applies it."""
 
-    def __init__(self, prefix: str, upstream: str, *, forward_auth: str | None = None, strip: bool = True) -> None:
+    def __init__(
+        self, prefix: str, upstream: str, *, forward_auth: str | None = None, strip: bool = True
+    ) -> None:
         self.prefix = prefix.rstrip("/")
         self.upstream = upstream.rstrip("/")
         self.forward_auth = forward_auth
@@ -54,14 +56,23 @@ class ForwardAuthGateway:
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         http = await self._session()
         uri = scope.path + ("?" + scope.query_string if scope.query_string else "")
-        route = next((r for r in sorted(self.routes(), key=lambda r: -len(r.prefix))
-                      if scope.path == r.prefix or scope.path.startswith(r.prefix + "/")), None)
+        route = next(
+            (
+                r
+                for r in sorted(self.routes(), key=lambda r: -len(r.prefix))
+                if scope.path == r.prefix or scope.path.startswith(r.prefix + "/")
+            ),
+            None,
+        )
         if route is None:
             protocol.response_bytes(404, [("content-type", "text/plain")], b"404 page not found\n")
             return
         client_headers = [(k.lower(), v) for k, v in scope.headers.items()]
-        forwarded = [("x-forwarded-proto", "http"), ("x-forwarded-host", scope.headers.get("host") or "localhost"),
-                     ("x-forwarded-for", (scope.client or "").rsplit(":", 1)[0])]
+        forwarded = [
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", scope.headers.get("host") or "localhost"),
+            ("x-forwarded-for", (scope.client or "").rsplit(":", 1)[0]),
+        ]
         granted: dict[str, str] = {}
         if route.forward_auth:
             auth_headers = [(k, v) for k, v in client_headers if k not in HOP]
@@ -73,16 +84,22 @@ class ForwardAuthGateway:
                     hdrs = [(k, v) for k, v in auth.headers.items() if k.lower() not in HOP]
                     protocol.response_bytes(auth.status, hdrs, auth_body)
                     return
-                granted = {k.lower(): v for k, v in auth.headers.items() if k.lower() in AUTH_RESPONSE_HEADERS}
+                granted = {
+                    k.lower(): v for k, v in auth.headers.items() if k.lower() in AUTH_RESPONSE_HEADERS
+                }
         body = await protocol()
-        fwd = [(k, v) for k, v in client_headers if k not in HOP and (k not in AUTH_RESPONSE_HEADERS
-                                                                        or not route.forward_auth)]
+        fwd = [
+            (k, v)
+            for k, v in client_headers
+            if k not in HOP and (k not in AUTH_RESPONSE_HEADERS or not route.forward_auth)
+        ]
         fwd += list(granted.items()) + ([] if route.forward_auth else forwarded)
-        rest = (scope.path[len(route.prefix):] or "/") if route.strip else scope.path
+        rest = (scope.path[len(route.prefix) :] or "/") if route.strip else scope.path
         target = route.upstream + rest + ("?" + scope.query_string if scope.query_string else "")
         try:
-            async with http.request(scope.method, target, headers=fwd, data=body or None,
-                                    allow_redirects=False) as up:
+            async with http.request(
+                scope.method, target, headers=fwd, data=body or None, allow_redirects=False
+            ) as up:
                 hdrs = [(k, v) for k, v in up.headers.items() if k.lower() not in HOP]
                 transport = protocol.response_stream(up.status, hdrs)
                 async for chunk in up.content.iter_any():
@@ -155,6 +172,12 @@ def routes_from_cluster(
             spec = (svc or {}).get("spec") or {}
             if spec.get("type") != "ExternalName":
                 continue
-            out.append(Route(prefix, f"http://{spec['externalName']}:{be['port']}", forward_auth=forward_auth,
-                             strip=strip))
+            out.append(
+                Route(
+                    prefix,
+                    f"http://{spec['externalName']}:{be['port']}",
+                    forward_auth=forward_auth,
+                    strip=strip,
+                )
+            )
     return out

@@ -66,8 +66,9 @@ def control_plane(control_plane_handle: ControlPlane | None) -> ControlPlaneInfo
     """etcd + kube-apiserver + kube-controller-manager with all CRDs (or $KUBE402_TEST_KUBECONFIG)."""
     if control_plane_handle is None:
         existing = os.environ["KUBE402_TEST_KUBECONFIG"]
-        return ControlPlaneInfo(directory=Path(existing).parent, kubeconfig=Path(existing), server="",
-                                etcd_url="", pids={})
+        return ControlPlaneInfo(
+            directory=Path(existing).parent, kubeconfig=Path(existing), server="", etcd_url="", pids={}
+        )
     assert control_plane_handle.info is not None
     return control_plane_handle.info
 
@@ -84,7 +85,9 @@ async def kube(control_plane: ControlPlaneInfo) -> AsyncIterator[Kube]:
 @pytest_asyncio.fixture
 async def namespace(kube: Kube) -> AsyncIterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
-    await kube.create(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    await kube.create(
+        resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
     try:
         yield name
     finally:

@@ -37,13 +37,17 @@ async def wait_http(url: str, what: str, *, timeout: float = 60) -> None:
             await asyncio.sleep(0.1)
 
 
-def _spawn(directory: Path, state: stack.DevState, name: str, argv: list[str],
-           env: dict[str, str] | None = None) -> None:
+def _spawn(
+    directory: Path, state: stack.DevState, name: str, argv: list[str], env: dict[str, str] | None = None
+) -> None:
     pid = state.pids.get(name)
     if pid and process.alive(pid):
         return
-    proc = process.spawn([sys.executable, "-m", "kube402.cli", "--log-level", "warning", *argv],
-                         log=directory / "logs" / f"{name}.log", env=env)
+    proc = process.spawn(
+        [sys.executable, "-m", "kube402.cli", "--log-level", "warning", *argv],
+        log=directory / "logs" / f"{name}.log",
+        env=env,
+    )
     stack.add_process(directory, name, proc.pid)
     state.pids[name] = proc.pid
 
@@ -58,16 +62,55 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
     stack.set_extra(directory, ports=ports)
     relayer = devchain.dev_account(RELAYER_INDEX)
     kubeconfig = state.kubeconfig
-    _spawn(directory, state, "facilitator",
-           ["facilitator", "--listen", f"127.0.0.1:{ports['facilitator']}", "--rpc-url",
-            f"base-sepolia={state.rpc_url}"], env={"KUBE402_FACILITATOR_KEY": relayer.key.hex()})
-    _spawn(directory, state, "verifier",
-           ["verifier", "--route-source", "kube", "--kubeconfig", kubeconfig,
-            "--config", str(directory / "no-pricing-file.yaml"), "--listen", f"127.0.0.1:{ports['verifier']}",
-            "--proxy-listen", f"127.0.0.1:{ports['gate']}", "--upstream-resolution", "endpointslice"])
-    _spawn(directory, state, "controller",
-           ["controller", "--kubeconfig", kubeconfig, "--upstream-resolution", "endpointslice",
-            "--workers", str(controller_workers), "--metrics-listen", f"127.0.0.1:{ports['controller']}"])
+    _spawn(
+        directory,
+        state,
+        "facilitator",
+        [
+            "facilitator",
+            "--listen",
+            f"127.0.0.1:{ports['facilitator']}",
+            "--rpc-url",
+            f"base-sepolia={state.rpc_url}",
+        ],
+        env={"KUBE402_FACILITATOR_KEY": relayer.key.hex()},
+    )
+    _spawn(
+        directory,
+        state,
+        "verifier",
+        [
+            "verifier",
+            "--route-source",
+            "kube",
+            "--kubeconfig",
+            kubeconfig,
+            "--config",
+            str(directory / "no-pricing-file.yaml"),
+            "--listen",
+            f"127.0.0.1:{ports['verifier']}",
+            "--proxy-listen",
+            f"127.0.0.1:{ports['gate']}",
+            "--upstream-resolution",
+            "endpointslice",
+        ],
+    )
+    _spawn(
+        directory,
+        state,
+        "controller",
+        [
+            "controller",
+            "--kubeconfig",
+            kubeconfig,
+            "--upstream-resolution",
+            "endpointslice",
+            "--workers",
+            str(controller_workers),
+            "--metrics-listen",
+            f"127.0.0.1:{ports['controller']}",
+        ],
+    )
     _spawn(directory, state, "upstream", ["dev", "upstream", "--port", str(ports["upstream"])])
     await wait_http(f"http://127.0.0.1:{ports['facilitator']}/healthz", "facilitator")
     await wait_http(f"http://127.0.0.1:{ports['verifier']}/healthz", "verifier")

@@ -41,9 +41,17 @@ class DevState:
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / "state.json").write_text(json.dumps({
-            "pids": self.pids, "kubeconfig": self.kubeconfig, "rpc_url": self.rpc_url, "extra": self.extra,
-        }, indent=2))
+        (self.directory / "state.json").write_text(
+            json.dumps(
+                {
+                    "pids": self.pids,
+                    "kubeconfig": self.kubeconfig,
+                    "rpc_url": self.rpc_url,
+                    "extra": self.extra,
+                },
+                indent=2,
+            )
+        )
         self.env_file.write_text("\n".join(self.env_lines()) + "\n")
 
 
@@ -52,8 +60,13 @@ def load(directory: Path) -> DevState | None:
     if not path.exists():
         return None
     raw = json.loads(path.read_text())
-    return DevState(directory=directory, pids={k: int(v) for k, v in raw["pids"].items()},
-                    kubeconfig=raw["kubeconfig"], rpc_url=raw["rpc_url"], extra=raw.get("extra", {}))
+    return DevState(
+        directory=directory,
+        pids={k: int(v) for k, v in raw["pids"].items()},
+        kubeconfig=raw["kubeconfig"],
+        rpc_url=raw["rpc_url"],
+        extra=raw.get("extra", {}),
+    )
 
 
 def status(directory: Path) -> dict[str, bool]:
@@ -77,7 +90,9 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
     from kube402.devenv import anvil as anvil_mod
 
     directory.mkdir(parents=True, exist_ok=True)
-    progress("starting etcd, kube-apiserver and kube-controller-manager (first run builds them from Go modules)")
+    progress(
+        "starting etcd, kube-apiserver and kube-controller-manager (first run builds them from Go modules)"
+    )
     cp = ControlPlane(directory / "controlplane", owns_directory=False)
     pids: dict[str, int] = {}
     try:
@@ -92,7 +107,10 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
         progress("placing USDC and the ERC-8004 identity registry at their Base Sepolia addresses")
         dc = await devchain.setup_base_sepolia(chain.rpc_url)
         state = DevState(
-            directory=directory, pids=pids, kubeconfig=str(info.kubeconfig), rpc_url=chain.rpc_url,
+            directory=directory,
+            pids=pids,
+            kubeconfig=str(info.kubeconfig),
+            rpc_url=chain.rpc_url,
             extra={"KUBE402_USDC": dc.token, "KUBE402_IDENTITY_REGISTRY": dc.registry},
         )
         state.save()

@@ -23,8 +23,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -37,10 +38,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _record(self, body: bytes) -> None:
         owner = self.server.owner
         with owner.lock:
-            owner.requests.append({
-                "method": self.command, "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-            })
+            owner.requests.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body,
+                }
+            )
 
     def _body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -63,7 +68,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._record(b"")
         owner = self.server.owner
         if self.path.split("?")[0] == "/health":
-            self._send(owner.health_status, b'{"status":"ok"}' if owner.health_status < 500 else b'{"down":1}')
+            self._send(
+                owner.health_status, b'{"status":"ok"}' if owner.health_status < 500 else b'{"down":1}'
+            )
             return
         self._send(owner.answer_status, json.dumps({"path": self.path, "ok": True}).encode())
 
@@ -94,9 +101,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
             return
         answer = {
-            "id": "chatcmpl-kube402", "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "Hello from the upstream"}}],
+            "id": "chatcmpl-kube402",
+            "object": "chat.completion",
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Hello from the upstream"},
+                }
+            ],
             "path": self.path,
         }
         self._send(200, json.dumps(answer).encode())
@@ -136,7 +150,9 @@ class TestUpstream:
         server.owner = self
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

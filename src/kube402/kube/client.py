@@ -211,7 +211,9 @@ class Kube:
         if dry_run:
             params["dryRun"] = "All"
         path = res.path(namespace=meta.get("namespace"), name=meta["name"], subresource=subresource)
-        data: dict[str, Any] = await self._request("PATCH", path, params=params, body=obj, content_type=_APPLY)
+        data: dict[str, Any] = await self._request(
+            "PATCH", path, params=params, body=obj, content_type=_APPLY
+        )
         return data
 
     async def apply_status(
@@ -244,12 +246,19 @@ class Kube:
         return data
 
     async def merge_patch(
-        self, res: Resource, name: str, patch: Mapping[str, Any], *, namespace: str | None = None,
+        self,
+        res: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
         subresource: str = "",
     ) -> dict[str, Any]:
         data: dict[str, Any] = await self._request(
-            "PATCH", res.path(namespace=namespace, name=name, subresource=subresource),
-            body=patch, content_type=_MERGE,
+            "PATCH",
+            res.path(namespace=namespace, name=name, subresource=subresource),
+            body=patch,
+            content_type=_MERGE,
         )
         return data
 

@@ -102,7 +102,11 @@ class LeaderElector:
             return False
         self._rv = updated["metadata"]["resourceVersion"]
         spec = updated["spec"]
-        self._observed_record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
+        self._observed_record = (
+            spec.get("holderIdentity"),
+            spec.get("renewTime"),
+            spec.get("leaseTransitions"),
+        )
         self._observed_at = time.monotonic()
         return True
 

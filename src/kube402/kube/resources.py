@@ -62,5 +62,6 @@ EVENT = Resource("", "v1", "Event", "events")
 ENDPOINTSLICE = Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")
 LEASE = Resource("coordination.k8s.io", "v1", "Lease", "leases")
 DEPLOYMENT = Resource("apps", "v1", "Deployment", "deployments")
-CRD = Resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
-               namespaced=False)
+CRD = Resource(
+    "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
+)

@@ -59,10 +59,13 @@ class VerifierApp:
             if self.gate.ready:
                 protocol.response_bytes(200, _JSON, _READY)
             else:
-                protocol.response_bytes(503, [("content-type", "text/plain"), ("retry-after", "5")], b"not ready")
+                protocol.response_bytes(
+                    503, [("content-type", "text/plain"), ("retry-after", "5")], b"not ready"
+                )
         elif path == "/metrics" and scope.method == "GET":
-            protocol.response_bytes(200, [("content-type", "text/plain; version=0.0.4")],
-                                    self.gate.metrics.render())
+            protocol.response_bytes(
+                200, [("content-type", "text/plain; version=0.0.4")], self.gate.metrics.render()
+            )
         elif self.proxy is not None:
             await ProxyApp(self.proxy).__rsgi__(scope, protocol)
         else:

@@ -24,8 +24,19 @@ __all__ = ["Config", "ConfigError", "StaticRoute", "parse", "validate_facilitato
 WALLET = re.compile(r"^0x[0-9a-fA-F]{40}$")
 HTTP_HOSTS = {"localhost", "127.0.0.1", "::1", "host.k3d.internal", "host.docker.internal"}
 ROUTE_KEYS = {
-    "pattern", "price", "description", "payTo", "network", "upstreamAuth", "priceModel", "perMTok",
-    "approxTokensPerRequest", "offerNamespace", "offerName", "maxTimeoutSeconds", "upstream",
+    "pattern",
+    "price",
+    "description",
+    "payTo",
+    "network",
+    "upstreamAuth",
+    "priceModel",
+    "perMTok",
+    "approxTokensPerRequest",
+    "offerNamespace",
+    "offerName",
+    "maxTimeoutSeconds",
+    "upstream",
 }
 
 
@@ -114,8 +125,20 @@ def _route(r: Mapping[str, Any], *, wallet: str, chain: str) -> StaticRoute:
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 30 <= timeout <= 86400:
         raise ValueError("maxTimeoutSeconds must be an integer in 30..86400")
     price = r.get("price", "")
-    texts = {k: r.get(k) for k in ("description", "payTo", "network", "upstreamAuth", "offerNamespace",
-                                   "offerName", "upstream", "priceModel", "perMTok")}
+    texts = {
+        k: r.get(k)
+        for k in (
+            "description",
+            "payTo",
+            "network",
+            "upstreamAuth",
+            "offerNamespace",
+            "offerName",
+            "upstream",
+            "priceModel",
+            "perMTok",
+        )
+    }
     for key, value in texts.items():
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{key} must be a string")
@@ -173,15 +196,35 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
     rpc_urls = raw.get("rpcURLs") or {}
     if not isinstance(rpc_urls, dict):
         raise ConfigError("rpcURLs must map network to URL")
-    known = {"wallet", "chain", "facilitatorURL", "verifyOnly", "routes", "acceptV1", "challengeStatus",
-             "verifyTimeoutSeconds", "settleTimeoutSeconds", "supportedTTLSeconds", "retryAfterSeconds",
-             "maxValiditySeconds", "replayTTLSeconds", "guardGraceSeconds", "maxPaymentHeaderBytes",
-             "unmatched", "trustedProxies", "rpcURLs"}
+    known = {
+        "wallet",
+        "chain",
+        "facilitatorURL",
+        "verifyOnly",
+        "routes",
+        "acceptV1",
+        "challengeStatus",
+        "verifyTimeoutSeconds",
+        "settleTimeoutSeconds",
+        "supportedTTLSeconds",
+        "retryAfterSeconds",
+        "maxValiditySeconds",
+        "replayTTLSeconds",
+        "guardGraceSeconds",
+        "maxPaymentHeaderBytes",
+        "unmatched",
+        "trustedProxies",
+        "rpcURLs",
+    }
     warnings += [f"unknown key {k!r} ignored" for k in raw if k not in known]
 
     routes: list[StaticRoute] = []
     for i, r in enumerate(_list(raw, "routes")):
-        if not isinstance(r, dict) or not isinstance(r.get("pattern"), str) or not r["pattern"].startswith("/"):
+        if (
+            not isinstance(r, dict)
+            or not isinstance(r.get("pattern"), str)
+            or not r["pattern"].startswith("/")
+        ):
             warnings.append(f"routes[{i}] skipped: needs a pattern starting with /")
             continue
         warnings += [f"routes[{i}]: unknown key {k!r} ignored" for k in r if k not in ROUTE_KEYS]

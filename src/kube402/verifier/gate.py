@@ -130,20 +130,36 @@ class Gate:
         return self.error(503, cause.value, message)
 
     def challenge_response(
-        self, challenge: requirements.Challenge, *, accept: str | None, status: int | None = None,
+        self,
+        challenge: requirements.Challenge,
+        *,
+        accept: str | None,
+        status: int | None = None,
         extra: tuple[tuple[str, str], ...] = (),
     ) -> Response:
         html = bool(accept) and _prefers_html(accept or "")
         body = challenge.html if html else challenge.body
         return Response(
             status or self.config.challenge_status,
-            [("content-type", "text/html; charset=utf-8" if html else JSON), ("cache-control", "no-store"),
-             (headers.PAYMENT_REQUIRED, challenge.header), *extra],
+            [
+                ("content-type", "text/html; charset=utf-8" if html else JSON),
+                ("cache-control", "no-store"),
+                (headers.PAYMENT_REQUIRED, challenge.header),
+                *extra,
+            ],
             body,
         )
 
-    def refuse(self, route: Route, challenge: requirements.Challenge, reason: str, *, metric_reason: str,
-               accept: str | None, extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    def refuse(
+        self,
+        route: Route,
+        challenge: requirements.Challenge,
+        reason: str,
+        *,
+        metric_reason: str,
+        accept: str | None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Response:
         self.metrics.failed.inc(route.labels)
         self.metrics.failures.inc((*route.labels, metric_reason))
         return self.challenge_response(challenge.with_error(reason), accept=accept, extra=extra)
@@ -205,8 +221,9 @@ class Gate:
         if isinstance(settled, Response):
             return settled
         receipt_name, receipt, tx = settled
-        return Response(200, [("x-payment-status", "settled"), ("x-payment-tx", tx), *extra,
-                              (receipt_name, receipt)], b"")
+        return Response(
+            200, [("x-payment-status", "settled"), ("x-payment-tx", tx), *extra, (receipt_name, receipt)], b""
+        )
 
     # -- shared steps -----------------------------------------------------------------------------------
 
@@ -227,31 +244,49 @@ class Gate:
             m.payment_required.inc(labels)
             return self.challenge_response(challenge, accept=accept)
         if sig and xpay and sig != xpay:
-            return self._bad(route, challenge, Code.CONFLICTING_PAYMENT_HEADERS,
-                             "PAYMENT-SIGNATURE and X-PAYMENT carry different payments")
+            return self._bad(
+                route,
+                challenge,
+                Code.CONFLICTING_PAYMENT_HEADERS,
+                "PAYMENT-SIGNATURE and X-PAYMENT carry different payments",
+            )
         value = sig or xpay or ""
         limit = self.config.max_payment_header_bytes
         if len(value) > limit:
             m.failed.inc(labels)
             m.failures.inc((*labels, Code.PAYMENT_HEADER_TOO_LARGE.value))
-            return self.error(431, Code.PAYMENT_HEADER_TOO_LARGE.value,
-                              f"payment header larger than {limit} bytes",
-                              (headers.PAYMENT_REQUIRED, challenge.header))
+            return self.error(
+                431,
+                Code.PAYMENT_HEADER_TOO_LARGE.value,
+                f"payment header larger than {limit} bytes",
+                (headers.PAYMENT_REQUIRED, challenge.header),
+            )
         try:
             decoded = headers.decode_payment_header(value, max_bytes=limit, accept_v1=self.config.accept_v1)
         except headers.PaymentHeaderError as err:
             return self._bad(route, challenge, err.code, err.message)
         requirement = requirements.match_requirement(decoded, route.priced.requirements)
         if requirement is None:
-            return self.refuse(route, challenge, Code.REQUIREMENTS_MISMATCH.value,
-                               metric_reason=Code.REQUIREMENTS_MISMATCH.value, accept=accept)
+            return self.refuse(
+                route,
+                challenge,
+                Code.REQUIREMENTS_MISMATCH.value,
+                metric_reason=Code.REQUIREMENTS_MISMATCH.value,
+                accept=accept,
+            )
         now = int(self.clock())
-        problem = precheck.check(decoded, requirement, now=now,
-                                 max_validity_seconds=self.config.max_validity_seconds)
+        problem = precheck.check(
+            decoded, requirement, now=now, max_validity_seconds=self.config.max_validity_seconds
+        )
         if problem is not None:
             return self.refuse(route, challenge, problem.value, metric_reason=problem.value, accept=accept)
         auth = decoded.authorization
-        key = (requirement.chain.chain_id, requirement.asset.lower(), auth.from_address.lower(), auth.nonce.hex())
+        key = (
+            requirement.chain.chain_id,
+            requirement.asset.lower(),
+            auth.from_address.lower(),
+            auth.nonce.hex(),
+        )
         payload_hash = hashlib.sha256(orjson.dumps(decoded.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
         existing = self.replay.begin(key, payload_hash=payload_hash)
         pending_tx: str | None = None
@@ -259,23 +294,42 @@ class Gate:
             if existing.state is State.IN_FLIGHT:
                 m.failed.inc(labels)
                 m.failures.inc((*labels, Code.PAYMENT_IN_PROGRESS.value))
-                return self.error(409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed")
+                return self.error(
+                    409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed"
+                )
             if existing.state is State.PENDING:
                 if existing.payload_hash != payload_hash:
-                    return self.unavailable(route, Code.SETTLEMENT_PENDING,
-                                            "an earlier settlement of this authorization is unresolved")
+                    return self.unavailable(
+                        route,
+                        Code.SETTLEMENT_PENDING,
+                        "an earlier settlement of this authorization is unresolved",
+                    )
                 self.replay.take_over(key)
                 pending_tx = existing.tx
             else:
-                return self.refuse(route, challenge, Code.NONCE_ALREADY_USED.value,
-                                   metric_reason=Code.NONCE_ALREADY_USED.value, accept=accept)
+                return self.refuse(
+                    route,
+                    challenge,
+                    Code.NONCE_ALREADY_USED.value,
+                    metric_reason=Code.NONCE_ALREADY_USED.value,
+                    accept=accept,
+                )
         try:
             server_reqs = challenge.server_requirements(requirement, version=decoded.version)
         except ValueError:
             self.replay.drop(key)
             return self._bad(route, challenge, Code.INVALID_X402_VERSION, "this route has no x402 v1 form")
-        admitted = Admitted(route, decoded, requirement, server_reqs, challenge, key, payload_hash,
-                            payer=auth.from_address, pending_tx=pending_tx)
+        admitted = Admitted(
+            route,
+            decoded,
+            requirement,
+            server_reqs,
+            challenge,
+            key,
+            payload_hash,
+            payer=auth.from_address,
+            pending_tx=pending_tx,
+        )
         if pending_tx is not None:
             return admitted  # it verified before; only its settlement is unresolved
         return await self._verify(admitted, accept=accept)
@@ -285,13 +339,19 @@ class Gate:
         if a.pending_tx is None:
             self.replay.drop(a.key)
         else:
-            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=a.pending_tx,
-                                valid_before=a.decoded.authorization.valid_before)
+            self.replay.pending(
+                a.key,
+                payload_hash=a.payload_hash,
+                tx=a.pending_tx,
+                valid_before=a.decoded.authorization.valid_before,
+            )
 
     def _bad(self, route: Route, challenge: requirements.Challenge, code: Code, message: str) -> Response:
         self.metrics.failed.inc(route.labels)
         self.metrics.failures.inc((*route.labels, code.value))
-        return self.error(400, code.value, message, (headers.PAYMENT_REQUIRED, challenge.with_error(code.value).header))
+        return self.error(
+            400, code.value, message, (headers.PAYMENT_REQUIRED, challenge.with_error(code.value).header)
+        )
 
     async def _verify(self, a: Admitted, *, accept: str | None) -> Admitted | Response:
         fac = self.facilitator
@@ -301,8 +361,9 @@ class Gate:
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "no facilitator configured")
         if fac.supported.kind_supported(a.decoded.version, headers.SCHEME_EXACT, a.decoded.network) is False:
             self.replay.drop(a.key)
-            return self.unavailable(route, Code.FACILITATOR_UNSUPPORTED,
-                                    "the facilitator does not support this payment kind")
+            return self.unavailable(
+                route, Code.FACILITATOR_UNSUPPORTED, "the facilitator does not support this payment kind"
+            )
         start = time.perf_counter()
         try:
             result = await fac.client.verify(a.decoded.raw, a.server_requirements, version=a.decoded.version)
@@ -312,11 +373,14 @@ class Gate:
             log.warning("facilitator verify failed: %s", err)
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "payment facilitator unavailable")
         self.metrics.facilitator.labels("verify", "valid" if result.is_valid else "invalid").observe(
-            time.perf_counter() - start)
+            time.perf_counter() - start
+        )
         if not result.is_valid:
             self.replay.drop(a.key)
             reason = result.invalid_reason or "invalid_payment"
-            log.info("payment refused by facilitator", extra={"fields": {"reason": reason, "route": route.pattern}})
+            log.info(
+                "payment refused by facilitator", extra={"fields": {"reason": reason, "route": route.pattern}}
+            )
             return self.refuse(route, a.challenge, reason, metric_reason="facilitator_invalid", accept=accept)
         self.metrics.verified.inc(route.labels)
         return a
@@ -326,8 +390,12 @@ class Gate:
         fac = self.facilitator
         route = a.route
         if fac is None:
-            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=a.pending_tx or "",
-                                valid_before=a.decoded.authorization.valid_before)
+            self.replay.pending(
+                a.key,
+                payload_hash=a.payload_hash,
+                tx=a.pending_tx or "",
+                valid_before=a.decoded.authorization.valid_before,
+            )
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "no facilitator configured")
         result = None
         known_tx = a.pending_tx or ""
@@ -336,7 +404,9 @@ class Gate:
                 await asyncio.sleep(self.settle_retry_delay)
             start = time.perf_counter()
             try:
-                result = await fac.client.settle(a.decoded.raw, a.server_requirements, version=a.decoded.version)
+                result = await fac.client.settle(
+                    a.decoded.raw, a.server_requirements, version=a.decoded.version
+                )
             except facilitator_client.FacilitatorUnavailable as err:
                 self.metrics.facilitator.labels("settle", "unknown").observe(time.perf_counter() - start)
                 log.warning("facilitator settle outcome unknown: %s", err)
@@ -349,19 +419,30 @@ class Gate:
                 break
         receipt_name = headers.receipt_header(a.decoded.version)
         if result is None or result.pending:
-            self.replay.pending(a.key, payload_hash=a.payload_hash, tx=known_tx,
-                                valid_before=a.decoded.authorization.valid_before)
+            self.replay.pending(
+                a.key,
+                payload_hash=a.payload_hash,
+                tx=known_tx,
+                valid_before=a.decoded.authorization.valid_before,
+            )
             self.metrics.settlements.inc((*route.labels, "pending"))
-            return self.unavailable(route, Code.SETTLEMENT_PENDING,
-                                    "settlement outcome unknown; retry with the same payment")
+            return self.unavailable(
+                route, Code.SETTLEMENT_PENDING, "settlement outcome unknown; retry with the same payment"
+            )
         receipt = headers.encode_b64_json(result.raw)
         if not result.success:
             self.replay.drop(a.key)
             self.metrics.settlements.inc((*route.labels, "failed"))
             reason = result.error_reason or "settle_failed"
             log.info("settlement failed", extra={"fields": {"reason": reason, "route": route.pattern}})
-            return self.refuse(route, a.challenge, reason, metric_reason="settle_failed", accept=accept,
-                               extra=((receipt_name, receipt),))
+            return self.refuse(
+                route,
+                a.challenge,
+                reason,
+                metric_reason="settle_failed",
+                accept=accept,
+                extra=((receipt_name, receipt),),
+            )
         self.replay.settled(a.key, tx=result.transaction)
         self.metrics.settlements.inc((*route.labels, "success"))
         self.metrics.charged.inc(route.labels)
@@ -395,4 +476,3 @@ def _prefers_html(accept: str) -> bool:
         elif mtype in ("application/json", "application/*"):
             best_json = max(best_json, q)
     return best_html > 0 and best_html > best_json
-

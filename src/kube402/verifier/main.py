@@ -60,8 +60,9 @@ class Verifier:
         self.options = options
         self.metrics = Metrics()
         self.gate = Gate(config=config_mod.Config(), metrics=self.metrics)
-        self.keeper = TableKeeper(self.gate, default_gate_mode=options.default_gate_mode,
-                                  secrets=self._secret)
+        self.keeper = TableKeeper(
+            self.gate, default_gate_mode=options.default_gate_mode, secrets=self._secret
+        )
         self.proxy = ProxyGate(self.gate, resolve=self._resolve)
         self.kube: Kube | None = None
         self.informers: list[Informer] = []
@@ -88,24 +89,38 @@ class Verifier:
             log.warning("config from %s: %s", origin, w)
         await self.apply_config(cfg)
         self.metrics.reloads.labels("applied").inc()
-        log.info("config from %s applied", origin, extra={"fields": {
-            "facilitator": cfg.facilitator_url, "chain": cfg.chain, "verifyOnly": cfg.verify_only,
-            "routes": len(cfg.routes)}})
+        log.info(
+            "config from %s applied",
+            origin,
+            extra={
+                "fields": {
+                    "facilitator": cfg.facilitator_url,
+                    "chain": cfg.chain,
+                    "verifyOnly": cfg.verify_only,
+                    "routes": len(cfg.routes),
+                }
+            },
+        )
         return True
 
     async def apply_config(self, cfg: config_mod.Config) -> None:
         old = self.gate.config
         old_fac = self.gate.facilitator
-        if old_fac is None or old.facilitator_url != cfg.facilitator_url or (
-                old.verify_timeout, old.settle_timeout, old.supported_ttl) != (
-                cfg.verify_timeout, cfg.settle_timeout, cfg.supported_ttl):
+        if (
+            old_fac is None
+            or old.facilitator_url != cfg.facilitator_url
+            or (old.verify_timeout, old.settle_timeout, old.supported_ttl)
+            != (cfg.verify_timeout, cfg.settle_timeout, cfg.supported_ttl)
+        ):
             self.gate.facilitator = Facilitator.start(cfg)
             if old_fac is not None:
                 await old_fac.close()
         self.gate.apply_config(cfg)
         if cfg.verify_only:
-            log.warning("verifyOnly is on: requests are served on /verify alone, nothing is settled; "
-                        "replay memory is per replica, so this mode is not replay-safe with more than one")
+            log.warning(
+                "verifyOnly is on: requests are served on /verify alone, nothing is settled; "
+                "replay memory is per replica, so this mode is not replay-safe with more than one"
+            )
         self.keeper.set_static(cfg)
         self._config_ok = True
         self._update_ready()
@@ -145,7 +160,11 @@ class Verifier:
             self.keeper.offer_changed(event.key, event.obj)
 
     def _on_pricing(self, event: Event) -> None:
-        text = ((event.obj.get("data") or {}).get("pricing.yaml")) if event.type is not EventType.DELETED else None
+        text = (
+            ((event.obj.get("data") or {}).get("pricing.yaml"))
+            if event.type is not EventType.DELETED
+            else None
+        )
         if text is not None:
             asyncio.get_running_loop().create_task(self.apply_config_text(text, origin="ConfigMap"))
 
@@ -166,8 +185,9 @@ class Verifier:
             return self._slices.store.by_index("service", f"{n}/{s}") if self._slices else []
 
         try:
-            return endpoints.resolve_base_url(service, port=port, mode=self.options.upstream_resolution,
-                                              slices=slices)
+            return endpoints.resolve_base_url(
+                service, port=port, mode=self.options.upstream_resolution, slices=slices
+            )
         except endpoints.UnresolvableError as err:
             raise LookupError(str(err)) from None
 
@@ -178,14 +198,20 @@ class Verifier:
         self._offers.add_handler(self._on_offer)
         self._secrets = Informer(kube, resources.SECRET, field_selector=f"metadata.name={LITELLM_SECRET}")
         self._secrets.add_handler(lambda e: self.keeper.refresh_secrets(e.key[0]))
-        pricing = Informer(kube, resources.CONFIGMAP, namespace=o.namespace,
-                           field_selector=f"metadata.name={PRICING_CONFIGMAP}")
+        pricing = Informer(
+            kube,
+            resources.CONFIGMAP,
+            namespace=o.namespace,
+            field_selector=f"metadata.name={PRICING_CONFIGMAP}",
+        )
         pricing.add_handler(self._on_pricing)
         self.informers = [self._offers, self._secrets, pricing]
         if o.upstream_resolution == endpoints.Resolution.ENDPOINTSLICE:
             self._services = Informer(kube, resources.SERVICE)
             self._slices = Informer(kube, resources.ENDPOINTSLICE)
-            self._slices.store.add_index("service", lambda o: [k] if (k := endpoints.slice_service_key(o)) else [])
+            self._slices.store.add_index(
+                "service", lambda o: [k] if (k := endpoints.slice_service_key(o)) else []
+            )
             self.informers += [self._services, self._slices]
         for inf in self.informers:
             inf.on_sync(self._update_ready)
@@ -217,13 +243,15 @@ class Verifier:
         o = self.options
         same = o.proxy_listen and o.proxy_listen == o.listen
         apps: list[tuple[str, str, Any]] = [
-            ("verify", o.listen, VerifierApp(self.gate, proxy=self.proxy if same else None))]
+            ("verify", o.listen, VerifierApp(self.gate, proxy=self.proxy if same else None))
+        ]
         if o.proxy_listen and not same:
             apps.append(("proxy", o.proxy_listen, ProxyApp(self.proxy)))
         for name, listen, app in apps:
             host, port = _split(listen)
-            server = Server(app, address=host, port=port, interface=Interfaces.RSGI, log_enabled=False,
-                            backlog=2048)
+            server = Server(
+                app, address=host, port=port, interface=Interfaces.RSGI, log_enabled=False, backlog=2048
+            )
             self._servers.append((server, asyncio.get_running_loop().create_task(server.serve())))
             self.ports[name] = port
         await asyncio.sleep(0)

@@ -133,26 +133,50 @@ class Metrics:
         self.settlements = Counter(P + "settlements_total", "Settlement outcomes", (*ROUTE, "result"))
         self.unavailable = Counter(P + "unavailable_total", "503 answers by cause", (*ROUTE, "cause"))
         self.duration = Histogram(P + "request_duration_seconds", "Verifier handling time", ("mode", "code"))
-        self.facilitator = Histogram(P + "facilitator_duration_seconds", "Facilitator call time",
-                                     ("endpoint", "outcome"))
+        self.facilitator = Histogram(
+            P + "facilitator_duration_seconds", "Facilitator call time", ("endpoint", "outcome")
+        )
         self.routes = Gauge(P + "routes", "Routes in the table", ("source",))
         self.offers_skipped = Gauge(P + "offers_skipped", "Offers not priced", ("reason",))
         self.reloads = Counter(P + "config_reloads_total", "Config reloads", ("result",))
         self.replay = Gauge(P + "replay_entries", "Replay store entries", ("state",))
         self.registry = prom.CollectorRegistry()
-        self.registry.register(_Collector([
-            self.requests, self.payment_required, self.verified, self.failed, self.charged, self.failures,
-            self.settlements, self.unavailable, self.duration, self.facilitator, self.routes,
-            self.offers_skipped, self.reloads, self.replay,
-        ]))
+        self.registry.register(
+            _Collector(
+                [
+                    self.requests,
+                    self.payment_required,
+                    self.verified,
+                    self.failed,
+                    self.charged,
+                    self.failures,
+                    self.settlements,
+                    self.unavailable,
+                    self.duration,
+                    self.facilitator,
+                    self.routes,
+                    self.offers_skipped,
+                    self.reloads,
+                    self.replay,
+                ]
+            )
+        )
 
     def forget_routes(self, labels: Iterable[tuple[str, str, str]]) -> None:
         """Delete the series of routes that left the table."""
         gone = set(labels)
         if not gone:
             return
-        for metric in (self.requests, self.payment_required, self.verified, self.failed, self.charged,
-                       self.failures, self.settlements, self.unavailable):
+        for metric in (
+            self.requests,
+            self.payment_required,
+            self.verified,
+            self.failed,
+            self.charged,
+            self.failures,
+            self.settlements,
+            self.unavailable,
+        ):
             for key in [k for k in metric.values if k[:3] in gone]:
                 del metric.values[key]
 

@@ -39,7 +39,9 @@ def published(offer: v1alpha1.ServiceOffer) -> bool:
     return cond is not None and cond.is_true
 
 
-def upstream_auth_for(offer: v1alpha1.ServiceOffer, secrets: Callable[[str], Mapping[str, Any] | None]) -> str:
+def upstream_auth_for(
+    offer: v1alpha1.ServiceOffer, secrets: Callable[[str], Mapping[str, Any] | None]
+) -> str:
     """``Bearer <LITELLM_MASTER_KEY>`` for a ``litellm`` upstream, from Secret litellm-secrets in its namespace."""
     if offer.upstream.service.lower() != "litellm":
         return ""
@@ -86,8 +88,11 @@ def route_for_offer(
             source="offer",
             mode=offer.effective_gate_mode(default_gate_mode),
             upstream_auth=upstream_auth_for(offer, secrets),
-            upstream={"namespace": offer.upstream_namespace, "service": offer.upstream.service,
-                      "port": offer.upstream_port},
+            upstream={
+                "namespace": offer.upstream_namespace,
+                "service": offer.upstream.service,
+                "port": offer.upstream_port,
+            },
             max_timeout_seconds=offer.payment.max_timeout_seconds,
         ),
         None,
@@ -102,12 +107,20 @@ def static_route(r: config_mod.StaticRoute) -> Route:
     else:
         charge = money.per_request_charge({"perRequest": r.price}, decimals=chain.decimals)
     priced = requirements.priced_route(
-        chain, amount=charge.amount, pay_to=r.pay_to,
+        chain,
+        amount=charge.amount,
+        pay_to=r.pay_to,
         description=r.description or f"x402 payment-gated route {r.pattern}",
         max_timeout_seconds=r.max_timeout_seconds,
     )
     return Route(
-        pattern=r.pattern, priced=priced, offer_namespace=r.offer_namespace, offer_name=r.offer_name,
-        source="static", mode="proxy" if r.upstream else "forwardAuth", upstream_auth=r.upstream_auth,
-        upstream={"url": r.upstream} if r.upstream else {}, max_timeout_seconds=r.max_timeout_seconds,
+        pattern=r.pattern,
+        priced=priced,
+        offer_namespace=r.offer_namespace,
+        offer_name=r.offer_name,
+        source="static",
+        mode="proxy" if r.upstream else "forwardAuth",
+        upstream_auth=r.upstream_auth,
+        upstream={"url": r.upstream} if r.upstream else {},
+        max_timeout_seconds=r.max_timeout_seconds,
     )

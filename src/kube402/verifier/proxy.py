@@ -25,10 +25,21 @@ __all__ = ["ProxyGate", "ProxyRequest", "Responder"]
 log = logging.getLogger(__name__)
 Code = codes.Code
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 """Not copied between hops. (A request's Content-Length is passed on when the body is streamed unchanged.)"""
 STRIP_REQUEST = frozenset({"payment-signature", "x-payment"})
 
@@ -65,12 +76,16 @@ UpstreamResolver = Callable[[Route], str]
 
 
 class ProxyGate:
-    def __init__(self, gate: Gate, *, resolve: UpstreamResolver, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, gate: Gate, *, resolve: UpstreamResolver, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.gate = gate
         self.resolve = resolve
         self.http = http or httpx.AsyncClient(
-            follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -83,21 +98,27 @@ class ProxyGate:
     async def _handle(self, req: ProxyRequest, out: Responder) -> int:
         gate = self.gate
         if not gate.trusted(req.peer):
-            return await _send(out, gate.error(403, Code.UNTRUSTED_SOURCE.value, "forbidden: untrusted source"))
+            return await _send(
+                out, gate.error(403, Code.UNTRUSTED_SOURCE.value, "forbidden: untrusted source")
+            )
         if not gate.ready:
-            return await _send(out, gate.unavailable(None, Code.NOT_READY, "verifier has not synced its routes yet"))
+            return await _send(
+                out, gate.unavailable(None, Code.NOT_READY, "verifier has not synced its routes yet")
+            )
         match = gate.table.lookup(req.target)
         if match.kind is MatchKind.GUARDED:
-            return await _send(out, gate.unavailable(None, Code.OFFER_UNAVAILABLE,
-                                                     "this offer is not available right now"))
+            return await _send(
+                out, gate.unavailable(None, Code.OFFER_UNAVAILABLE, "this offer is not available right now")
+            )
         if match.route is None:
             return await _send(out, gate.error(404, Code.ROUTE_NOT_FOUND.value, "no offer at this path"))
         route = match.route
         path = req.target.split("?", 1)[0].split("#", 1)[0]
         proto = req.header("x-forwarded-proto") or "http"
         host = req.header("x-forwarded-host") or req.header("host") or "localhost"
-        admitted = await gate.admit(route, req.header, resource_url=f"{proto}://{host}{path}",
-                                    method=req.method.upper())
+        admitted = await gate.admit(
+            route, req.header, resource_url=f"{proto}://{host}{path}", method=req.method.upper()
+        )
         if isinstance(admitted, Response):
             return await _send(out, admitted)
         try:
@@ -144,7 +165,7 @@ class ProxyGate:
             path, sep, query = target.partition("?")
             target = normalize_path(path) + sep + query
         if prefix != "/" and target.startswith(prefix):
-            target = target[len(prefix):]
+            target = target[len(prefix) :]
         if not target.startswith("/"):
             target = "/" + target
         fwd: list[tuple[str, str]] = []
@@ -167,11 +188,17 @@ class ProxyGate:
         fwd.append(("x-payment-payer", payer))
         peer = (req.peer or "").rsplit(":", 1)[0]
         fwd.append(("x-forwarded-for", f"{xff}, {peer}" if xff and peer else (xff or peer)))
-        has_body = req.method.upper() not in ("GET", "HEAD") or req.header("content-length") not in (None, "0")
+        has_body = req.method.upper() not in ("GET", "HEAD") or req.header("content-length") not in (
+            None,
+            "0",
+        )
         timeout = httpx.Timeout(float(max(route.max_timeout_seconds + 120, 60)), connect=5.0)
         return self.http.build_request(
-            req.method, base.rstrip("/") + target, headers=fwd,
-            content=req.body if has_body else None, timeout=timeout,
+            req.method,
+            base.rstrip("/") + target,
+            headers=fwd,
+            content=req.body if has_body else None,
+            timeout=timeout,
         )
 
 

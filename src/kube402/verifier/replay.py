@@ -90,5 +90,6 @@ class ReplayStore:
         self._entries[key] = Entry(State.VERIFY_ONLY, expires=float(valid_before))
 
     def pending(self, key: Key, *, payload_hash: str, tx: str, valid_before: int) -> None:
-        self._entries[key] = Entry(State.PENDING, expires=float(valid_before + 600), payload_hash=payload_hash,
-                                   tx=tx)
+        self._entries[key] = Entry(
+            State.PENDING, expires=float(valid_before + 600), payload_hash=payload_hash, tx=tx
+        )

@@ -95,7 +95,10 @@ class TableKeeper:
         for key, raw in list(self.raw.items()):
             spec = raw.get("spec") or {}
             up = spec.get("upstream") or {}
-            if str(up.get("service", "")).lower() == "litellm" and (up.get("namespace") or key[0]) == namespace:
+            if (
+                str(up.get("service", "")).lower() == "litellm"
+                and (up.get("namespace") or key[0]) == namespace
+            ):
                 self.offer_changed(key, raw)
 
     # -- rebuild ----------------------------------------------------------------------------------------

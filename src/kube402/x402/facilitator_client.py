@@ -284,8 +284,9 @@ class FacilitatorClient:
                 headers={"accept": "application/json", "user-agent": "kube402"},
                 auto_decompress=True,
             )
-        async with self._aio.request(method, str(url), data=content, headers=headers,
-                                     allow_redirects=False) as resp:
+        async with self._aio.request(
+            method, str(url), data=content, headers=headers, allow_redirects=False
+        ) as resp:
             status = resp.status
             body = None
             if status == 200:

@@ -21,28 +21,45 @@ NETWORK = "eip155:84532"
 def _requirements(pay_to: str) -> PaymentRequirements:
     """What a resource server derives from ``price="$0.001"`` on Base Sepolia, with x402's own defaults."""
     price = ExactEvmServerScheme().parse_price("$0.001", NETWORK)  # type: ignore[no-untyped-call]
-    return PaymentRequirements(scheme="exact", network=NETWORK, asset=price.asset, amount=price.amount,
-                               pay_to=pay_to, max_timeout_seconds=60, extra=price.extra or {})
+    return PaymentRequirements(
+        scheme="exact",
+        network=NETWORK,
+        asset=price.asset,
+        amount=price.amount,
+        pay_to=pay_to,
+        max_timeout_seconds=60,
+        extra=price.extra or {},
+    )
 
 
 async def _pay(buyer: LocalAccount, requirements: PaymentRequirements) -> PaymentPayload:
-    client = register_exact_evm_client(x402Client(), EthAccountSigner(buyer))  # default spend controls stay on
+    client = register_exact_evm_client(
+        x402Client(), EthAccountSigner(buyer)
+    )  # default spend controls stay on
     payload = await client.create_payment_payload(PaymentRequired(accepts=[requirements]))
     assert isinstance(payload, PaymentPayload)
     return payload
 
 
 def _facilitator(relayer: LocalAccount, rpc_url: str) -> x402Facilitator:
-    signer = FacilitatorWeb3Signer(private_key=relayer.key.hex(), rpc_url=rpc_url, confirmation_timeout_seconds=10)
-    return register_exact_evm_facilitator(x402Facilitator(), signer, networks=NETWORK, simulate_in_settle=True)
+    signer = FacilitatorWeb3Signer(
+        private_key=relayer.key.hex(), rpc_url=rpc_url, confirmation_timeout_seconds=10
+    )
+    return register_exact_evm_facilitator(
+        x402Facilitator(), signer, networks=NETWORK, simulate_in_settle=True
+    )
 
 
 async def test_x402_verifies_and_settles_at_the_canonical_usdc(
-        node: rpc.Rpc, chain: devchain.DevChainInfo, buyer: LocalAccount, relayer: LocalAccount) -> None:
+    node: rpc.Rpc, chain: devchain.DevChainInfo, buyer: LocalAccount, relayer: LocalAccount
+) -> None:
     seller = Account.create().address
     requirements = _requirements(seller)
     assert (requirements.asset, requirements.amount, requirements.extra) == (
-        chain.token, "1000", {"name": "USDC", "version": "2"})
+        chain.token,
+        "1000",
+        {"name": "USDC", "version": "2"},
+    )
     await devchain.mint(chain, buyer.address, 1_000_000_000)
     payload = await _pay(buyer, requirements)
     facilitator = _facilitator(relayer, chain.rpc_url)
@@ -70,7 +87,8 @@ async def test_x402_verifies_and_settles_at_the_canonical_usdc(
 
 
 async def test_x402_maps_an_unfunded_payer_to_insufficient_balance(
-        chain: devchain.DevChainInfo, buyer: LocalAccount, relayer: LocalAccount) -> None:
+    chain: devchain.DevChainInfo, buyer: LocalAccount, relayer: LocalAccount
+) -> None:
     requirements = _requirements(Account.create().address)
     payload = await _pay(buyer, requirements)
     verified = await _facilitator(relayer, chain.rpc_url).verify(payload, requirements)

@@ -46,7 +46,12 @@ def upstream() -> Iterator[TestUpstream]:
 
 async def external_service(kube: Kube, namespace: str, name: str = "ollama", host: str = "localhost") -> None:
     """An ExternalName Service: resolved out of cluster to ``host`` (the test upstream on loopback)."""
-    await kube.create(resources.SERVICE, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
-        "spec": {"type": "ExternalName", "externalName": host},
-    })
+    await kube.create(
+        resources.SERVICE,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"type": "ExternalName", "externalName": host},
+        },
+    )

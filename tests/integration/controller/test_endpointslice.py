@@ -22,8 +22,20 @@ pytestmark = pytest.mark.integration
 def test_host(tmp_path: Path) -> Iterator[TestHost]:
     host = TestHost()
     try:
-        host.spawn([sys.executable, "-m", "kube402.cli", "dev", "upstream", "--host", host.address,
-                    "--port", "8080"], log=tmp_path / "upstream.log")
+        host.spawn(
+            [
+                sys.executable,
+                "-m",
+                "kube402.cli",
+                "dev",
+                "upstream",
+                "--host",
+                host.address,
+                "--port",
+                "8080",
+            ],
+            log=tmp_path / "upstream.log",
+        )
         yield host
     finally:
         host.close()
@@ -31,9 +43,13 @@ def test_host(tmp_path: Path) -> Iterator[TestHost]:
 
 def endpoint_slice(ns: str, address: str, *, ready: bool) -> dict[str, object]:
     return {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "ollama-abcde", "namespace": ns,
-                     "labels": {"kubernetes.io/service-name": "ollama"}},
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "ollama-abcde",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": "ollama"},
+        },
         "addressType": "IPv4",
         "endpoints": [{"addresses": [address], "conditions": {"ready": ready}}],
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
@@ -43,23 +59,41 @@ def endpoint_slice(ns: str, address: str, *, ready: bool) -> dict[str, object]:
 async def test_offer_reaches_its_upstream_through_an_endpointslice(
     kube: Kube, namespace: str, controller: Controller, test_host: TestHost
 ) -> None:
-    await kube.create(resources.SERVICE, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ollama", "namespace": namespace},
-        "spec": {"ports": [{"name": "http", "port": 11434, "targetPort": 8080}]}})
+    await kube.create(
+        resources.SERVICE,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "ollama", "namespace": namespace},
+            "spec": {"ports": [{"name": "http", "port": 11434, "targetPort": 8080}]},
+        },
+    )
     await kube.apply(resources.ENDPOINTSLICE, endpoint_slice(namespace, test_host.address, ready=True))
-    await kube.create(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-        "eps", namespace=namespace, upstream="ollama", port=11434, pay_to="0x" + "ab" * 20))
+    await kube.create(
+        resources.SERVICE_OFFER,
+        v1alpha1.offer_manifest(
+            "eps", namespace=namespace, upstream="ollama", port=11434, pay_to="0x" + "ab" * 20
+        ),
+    )
 
     async def offer() -> object:
         return await kube.get(resources.SERVICE_OFFER, "eps", namespace=namespace)
 
-    obj = await eventually(offer, until=lambda o: condition(o, "Ready") == ("True", "Reconciled"), timeout=30,
-                           what="Ready through the EndpointSlice")
+    obj = await eventually(
+        offer,
+        until=lambda o: condition(o, "Ready") == ("True", "Reconciled"),
+        timeout=30,
+        what="Ready through the EndpointSlice",
+    )
     assert condition(obj, "UpstreamHealthy") == ("True", "Healthy")  # type: ignore[arg-type]
 
     # The endpoint goes not-ready: the slice update alone (no edit to the offer) withdraws the route.
     await kube.apply(resources.ENDPOINTSLICE, endpoint_slice(namespace, test_host.address, ready=False))
-    obj = await eventually(offer, until=lambda o: condition(o, "UpstreamHealthy")[0] == "False", timeout=30,
-                           what="unhealthy without a ready endpoint")
+    obj = await eventually(
+        offer,
+        until=lambda o: condition(o, "UpstreamHealthy")[0] == "False",
+        timeout=30,
+        what="unhealthy without a ready endpoint",
+    )
     assert "no ready endpoint" in obj["status"]["conditions"][1]["message"]  # type: ignore[index]
     assert await kube.get(resources.HTTPROUTE, "so-eps", namespace=namespace) is None

@@ -35,13 +35,26 @@ class ControllerProcess:
         self.identity = identity
         self.log = tmp / f"{identity}.log"
         self.proc = process.spawn(
-            [sys.executable, "-m", "kube402.cli", "controller",
-             "--kubeconfig", str(info.kubeconfig),
-             "--upstream-resolution", "endpointslice",
-             "--metrics-listen", f"127.0.0.1:{self.port}",
-             "--requeue-ready", "2", "--requeue-not-ready", "1",
-             "--namespace", namespace],
-            log=self.log, env={"POD_NAME": identity},
+            [
+                sys.executable,
+                "-m",
+                "kube402.cli",
+                "controller",
+                "--kubeconfig",
+                str(info.kubeconfig),
+                "--upstream-resolution",
+                "endpointslice",
+                "--metrics-listen",
+                f"127.0.0.1:{self.port}",
+                "--requeue-ready",
+                "2",
+                "--requeue-not-ready",
+                "1",
+                "--namespace",
+                namespace,
+            ],
+            log=self.log,
+            env={"POD_NAME": identity},
         )
 
     def metric(self, name: str) -> float:
@@ -80,8 +93,12 @@ async def lease_holder(kube: Kube, ns: str) -> str:
 
 
 async def test_two_replicas_one_leader_and_takeover(
-    kube: Kube, namespace: str, control_plane: ControlPlaneInfo, tmp_path: Path,
-    procs: list[ControllerProcess], upstream: TestUpstream,
+    kube: Kube,
+    namespace: str,
+    control_plane: ControlPlaneInfo,
+    tmp_path: Path,
+    procs: list[ControllerProcess],
+    upstream: TestUpstream,
 ) -> None:
     # The Lease lives in this test's namespace so that the session's in-process controller is not involved.
     a = ControllerProcess(control_plane, "replica-a", tmp_path, namespace=namespace)
@@ -90,8 +107,12 @@ async def test_two_replicas_one_leader_and_takeover(
     assert holder == "replica-a"
     b = ControllerProcess(control_plane, "replica-b", tmp_path, namespace=namespace)
     procs.append(b)
-    await eventually(lambda: asyncio.to_thread(b.metric, "kube402_controller_leader"),
-                     until=lambda v: v == 0, timeout=30, what="b up as follower")
+    await eventually(
+        lambda: asyncio.to_thread(b.metric, "kube402_controller_leader"),
+        until=lambda v: v == 0,
+        timeout=30,
+        what="b up as follower",
+    )
     await asyncio.sleep(3)
     assert await lease_holder(kube, namespace) == "replica-a"
     assert a.metric("kube402_controller_leader") == 1
@@ -100,30 +121,56 @@ async def test_two_replicas_one_leader_and_takeover(
 
     a.kill()
     killed = time.monotonic()
-    await eventually(lambda: lease_holder(kube, namespace), until=lambda h: h == "replica-b",
-                     timeout=20, interval=0.1, what="takeover by b")
+    await eventually(
+        lambda: lease_holder(kube, namespace),
+        until=lambda h: h == "replica-b",
+        timeout=20,
+        interval=0.1,
+        what="takeover by b",
+    )
     takeover = time.monotonic() - killed
     assert takeover < 15, f"takeover took {takeover:.1f}s"
-    await eventually(lambda: asyncio.to_thread(b.metric, "kube402_controller_leader"),
-                     until=lambda v: v == 1, timeout=10, what="b leading")
+    await eventually(
+        lambda: asyncio.to_thread(b.metric, "kube402_controller_leader"),
+        until=lambda v: v == 1,
+        timeout=10,
+        what="b leading",
+    )
 
 
 async def test_killed_mid_reconcile_converges_without_duplicates(
-    kube: Kube, namespace: str, control_plane: ControlPlaneInfo, tmp_path: Path,
-    procs: list[ControllerProcess], upstream: TestUpstream,
+    kube: Kube,
+    namespace: str,
+    control_plane: ControlPlaneInfo,
+    tmp_path: Path,
+    procs: list[ControllerProcess],
+    upstream: TestUpstream,
 ) -> None:
     await external_service(kube, namespace)
     names = [f"crash-{i}" for i in range(20)]
     for name in names:
-        await kube.create(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-            name, namespace=namespace, upstream="ollama", port=upstream.port, pay_to=WALLET,
-            annotations={"kube402.test/owner": "process-test"}))
+        await kube.create(
+            resources.SERVICE_OFFER,
+            v1alpha1.offer_manifest(
+                name,
+                namespace=namespace,
+                upstream="ollama",
+                port=upstream.port,
+                pay_to=WALLET,
+                annotations={"kube402.test/owner": "process-test"},
+            ),
+        )
     lease_ns = namespace
     first = ControllerProcess(control_plane, "crashy", tmp_path, namespace=lease_ns)
     procs.append(first)
     # Let it get going, then kill it hard while passes are in flight.
-    await eventually(lambda: asyncio.to_thread(first.metric, "kube402_controller_reconciles_total"),
-                     until=lambda v: v >= 3, timeout=30, interval=0.02, what="some reconciles")
+    await eventually(
+        lambda: asyncio.to_thread(first.metric, "kube402_controller_reconciles_total"),
+        until=lambda v: v >= 3,
+        timeout=30,
+        interval=0.02,
+        what="some reconciles",
+    )
     first.kill()
     second = ControllerProcess(control_plane, "restarted", tmp_path, namespace=lease_ns)
     procs.append(second)

@@ -31,12 +31,14 @@ async def get_offer(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
     return await kube.get(resources.SERVICE_OFFER, name, namespace=ns)
 
 
-async def wait_condition(kube: Kube, ns: str, name: str, ctype: str, want: tuple[str, str],
-                         timeout: float = 15) -> dict[str, Any]:
+async def wait_condition(
+    kube: Kube, ns: str, name: str, ctype: str, want: tuple[str, str], timeout: float = 15
+) -> dict[str, Any]:
     obj = await eventually(
         lambda: get_offer(kube, ns, name),
         until=lambda o: condition(o, ctype) == want,
-        timeout=timeout, what=f"{ns}/{name} {ctype}={want}",
+        timeout=timeout,
+        what=f"{ns}/{name} {ctype}={want}",
     )
     assert obj is not None
     return obj
@@ -50,7 +52,10 @@ async def children(kube: Kube, ns: str, name: str) -> tuple[Any, Any]:
 
 
 async def test_create_publishes_gate_and_route(
-    kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream,
+    kube: Kube,
+    namespace: str,
+    controller: Controller,
+    upstream: TestUpstream,
     request: pytest.FixtureRequest,
 ) -> None:
     await external_service(kube, namespace)
@@ -58,8 +63,14 @@ async def test_create_publishes_gate_and_route(
     obj = await wait_condition(kube, namespace, "flow-qwen", "Ready", ("True", "Reconciled"))
     assert obj["metadata"]["finalizers"] == ["monetize.obol.org/finalizer"]
     conds = conditions(obj)
-    assert list(conds) == ["ModelReady", "UpstreamHealthy", "PaymentGateReady", "RoutePublished",
-                           "Registered", "Ready"]
+    assert list(conds) == [
+        "ModelReady",
+        "UpstreamHealthy",
+        "PaymentGateReady",
+        "RoutePublished",
+        "Registered",
+        "Ready",
+    ]
     assert [(c["status"], c["reason"], c["message"]) for c in conds.values()] == [
         ("True", "Skipped", "HTTP offer does not require model preparation"),
         ("True", "Healthy", "Upstream responded with HTTP 200"),
@@ -108,22 +119,35 @@ async def test_update_price_path_port_updates_children_in_place(
     _, route = await children(kube, namespace, "svc")
     other = TestUpstream().start()
     try:
-        await kube.merge_patch(resources.SERVICE_OFFER, "svc", namespace=namespace, patch={"spec": {
-            "path": "/paid/svc", "upstream": {"port": other.port},
-            "payment": {"price": {"perRequest": "0.002"}, "maxTimeoutSeconds": 600}}})
+        await kube.merge_patch(
+            resources.SERVICE_OFFER,
+            "svc",
+            namespace=namespace,
+            patch={
+                "spec": {
+                    "path": "/paid/svc",
+                    "upstream": {"port": other.port},
+                    "payment": {"price": {"perRequest": "0.002"}, "maxTimeoutSeconds": 600},
+                }
+            },
+        )
 
         async def route_now() -> Any:
             return await kube.get(resources.HTTPROUTE, "so-svc", namespace=namespace)
 
-        new = await eventually(route_now, until=lambda r: r["spec"]["rules"][0]["matches"][0]["path"]["value"]
-                               == "/paid/svc", what="route path updated")
+        new = await eventually(
+            route_now,
+            until=lambda r: r["spec"]["rules"][0]["matches"][0]["path"]["value"] == "/paid/svc",
+            what="route path updated",
+        )
         assert new["metadata"]["uid"] == route["metadata"]["uid"], "updated in place, not recreated"
         assert new["spec"]["rules"][0]["backendRefs"][0]["port"] == other.port
         assert new["spec"]["rules"][0]["timeouts"]["request"] == "720s"
-        obj = await wait_condition(kube, namespace, "svc", "RoutePublished",
-                                   ("True", "Reconciled"))
-        obj = await eventually(lambda: get_offer(kube, namespace, "svc"),
-                               until=lambda o: o["status"]["observedGeneration"] == o["metadata"]["generation"])
+        obj = await wait_condition(kube, namespace, "svc", "RoutePublished", ("True", "Reconciled"))
+        obj = await eventually(
+            lambda: get_offer(kube, namespace, "svc"),
+            until=lambda o: o["status"]["observedGeneration"] == o["metadata"]["generation"],
+        )
         assert obj["status"]["endpoint"] == "/paid/svc"
     finally:
         other.stop()
@@ -135,14 +159,22 @@ async def test_pause_withdraws_and_resume_republishes(
     await external_service(kube, namespace)
     await kube.create(resources.SERVICE_OFFER, offer("p", namespace, upstream.port))
     await wait_condition(kube, namespace, "p", "Ready", ("True", "Reconciled"))
-    await kube.merge_patch(resources.SERVICE_OFFER, "p", namespace=namespace,
-                           patch={"metadata": {"annotations": {"obol.org/paused": " TRUE "}}})
+    await kube.merge_patch(
+        resources.SERVICE_OFFER,
+        "p",
+        namespace=namespace,
+        patch={"metadata": {"annotations": {"obol.org/paused": " TRUE "}}},
+    )
     obj = await wait_condition(kube, namespace, "p", "RoutePublished", ("False", "Paused"))
     assert condition(obj, "PaymentGateReady") == ("False", "Paused")
     assert condition(obj, "Ready") == ("False", "Reconciling")
     assert await children(kube, namespace, "p") == (None, None)
-    await kube.merge_patch(resources.SERVICE_OFFER, "p", namespace=namespace,
-                           patch={"metadata": {"annotations": {"obol.org/paused": None}}})
+    await kube.merge_patch(
+        resources.SERVICE_OFFER,
+        "p",
+        namespace=namespace,
+        patch={"metadata": {"annotations": {"obol.org/paused": None}}},
+    )
     await wait_condition(kube, namespace, "p", "Ready", ("True", "Reconciled"))
     mw, route = await children(kube, namespace, "p")
     assert mw is not None and route is not None
@@ -173,14 +205,21 @@ async def test_unhealthy_upstream_withdraws_route_and_recovers_without_edit(
 async def test_missing_service_and_invalid_offer_do_not_block_a_healthy_one(
     kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
 ) -> None:
-    await kube.create(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-        "nosvc", namespace=namespace, upstream="absent", port=upstream.port, pay_to=WALLET))
+    await kube.create(
+        resources.SERVICE_OFFER,
+        v1alpha1.offer_manifest(
+            "nosvc", namespace=namespace, upstream="absent", port=upstream.port, pay_to=WALLET
+        ),
+    )
     await kube.create(resources.SERVICE_OFFER, offer("nomodel", namespace, upstream.port, type="inference"))
-    await kube.create(resources.SERVICE_OFFER, offer("badprice", namespace, upstream.port,
-                                                     price={"perRequest": "0.0000001"}))
+    await kube.create(
+        resources.SERVICE_OFFER,
+        offer("badprice", namespace, upstream.port, price={"perRequest": "0.0000001"}),
+    )
     await kube.create(resources.SERVICE_OFFER, offer("badnet", namespace, upstream.port, network="solana"))
-    await kube.create(resources.SERVICE_OFFER, offer("epoch", namespace, upstream.port,
-                                                     price={"perEpoch": "1"}))
+    await kube.create(
+        resources.SERVICE_OFFER, offer("epoch", namespace, upstream.port, price={"perEpoch": "1"})
+    )
     await external_service(kube, namespace)
     await kube.create(resources.SERVICE_OFFER, offer("good", namespace, upstream.port))
     await wait_condition(kube, namespace, "good", "Ready", ("True", "Reconciled"))
@@ -189,7 +228,10 @@ async def test_missing_service_and_invalid_offer_do_not_block_a_healthy_one(
     obj = await wait_condition(kube, namespace, "nomodel", "ModelReady", ("False", "MissingModel"))
     assert condition(obj, "RoutePublished") == ("False", "WaitingForPaymentGate")
     obj = await wait_condition(kube, namespace, "badprice", "PaymentGateReady", ("False", "InvalidPrice"))
-    assert conditions(obj)["PaymentGateReady"]["message"] == "perRequest 0.0000001 has more than 6 decimal places"
+    assert (
+        conditions(obj)["PaymentGateReady"]["message"]
+        == "perRequest 0.0000001 has more than 6 decimal places"
+    )
     obj = await wait_condition(kube, namespace, "badnet", "PaymentGateReady", ("False", "InvalidNetwork"))
     assert conditions(obj)["PaymentGateReady"]["message"] == "Unsupported payment network solana"
     obj = await wait_condition(kube, namespace, "epoch", "PaymentGateReady", ("False", "InvalidPrice"))
@@ -202,8 +244,9 @@ async def test_registration_enabled_is_honestly_pending(
     kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
 ) -> None:
     await external_service(kube, namespace)
-    await kube.create(resources.SERVICE_OFFER, offer("reg", namespace, upstream.port,
-                                                     registration={"enabled": True}))
+    await kube.create(
+        resources.SERVICE_OFFER, offer("reg", namespace, upstream.port, registration={"enabled": True})
+    )
     obj = await wait_condition(kube, namespace, "reg", "RoutePublished", ("True", "Reconciled"))
     obj = await wait_condition(kube, namespace, "reg", "Registered", ("False", "Pending"))
     assert "not available in this build" in conditions(obj)["Registered"]["message"]
@@ -217,8 +260,9 @@ async def test_delete_removes_children_then_finalizer(
     await kube.create(resources.SERVICE_OFFER, offer("gone", namespace, upstream.port))
     await wait_condition(kube, namespace, "gone", "Ready", ("True", "Reconciled"))
     await kube.delete(resources.SERVICE_OFFER, "gone", namespace=namespace)
-    await eventually(lambda: get_offer(kube, namespace, "gone"), until=lambda o: o is None,
-                     what="offer deleted")
+    await eventually(
+        lambda: get_offer(kube, namespace, "gone"), until=lambda o: o is None, what="offer deleted"
+    )
     assert await children(kube, namespace, "gone") == (None, None)
 
 
@@ -229,8 +273,11 @@ async def test_manual_child_deletion_is_repaired(
     await kube.create(resources.SERVICE_OFFER, offer("heal", namespace, upstream.port))
     await wait_condition(kube, namespace, "heal", "Ready", ("True", "Reconciled"))
     await kube.delete(resources.HTTPROUTE, "so-heal", namespace=namespace)
-    await eventually(lambda: kube.get(resources.HTTPROUTE, "so-heal", namespace=namespace),
-                     until=lambda r: r is not None, what="route recreated")
+    await eventually(
+        lambda: kube.get(resources.HTTPROUTE, "so-heal", namespace=namespace),
+        until=lambda r: r is not None,
+        what="route recreated",
+    )
 
 
 async def test_path_conflict_older_offer_wins(
@@ -245,7 +292,8 @@ async def test_path_conflict_older_offer_wins(
     await kube.create(resources.SERVICE_OFFER, offer("second", namespace, upstream.port, path="/shared/"))
     obj = await wait_condition(kube, namespace, "second", "RoutePublished", ("False", "PathConflict"))
     assert conditions(obj)["RoutePublished"]["message"] == (
-        f"Path /shared is already published by {namespace}/first")
+        f"Path /shared is already published by {namespace}/first"
+    )
     await kube.delete(resources.SERVICE_OFFER, "first", namespace=namespace)
     await wait_condition(kube, namespace, "second", "Ready", ("True", "Reconciled"))
 
@@ -254,19 +302,25 @@ async def test_cross_namespace_upstream_gets_reference_grant(
     kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
 ) -> None:
     other = namespace + "-up"
-    await kube.create(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
+    await kube.create(
+        resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}
+    )
     try:
         await external_service(kube, other)
-        await kube.create(resources.SERVICE_OFFER, offer("xns", namespace, upstream.port,
-                                                         upstream_namespace=other))
+        await kube.create(
+            resources.SERVICE_OFFER, offer("xns", namespace, upstream.port, upstream_namespace=other)
+        )
         await wait_condition(kube, namespace, "xns", "Ready", ("True", "Reconciled"))
         grant = await kube.get(resources.REFERENCEGRANT, f"so-{namespace}.xns-backend-grant", namespace=other)
         assert grant is not None
         assert grant["spec"]["from"][0]["namespace"] == namespace
         assert grant["metadata"]["labels"]["obol.org/serviceoffer-namespace"] == namespace
         await kube.delete(resources.SERVICE_OFFER, "xns", namespace=namespace)
-        await eventually(lambda: kube.get(resources.REFERENCEGRANT, f"so-{namespace}.xns-backend-grant",
-                                          namespace=other), until=lambda g: g is None, what="grant deleted")
+        await eventually(
+            lambda: kube.get(resources.REFERENCEGRANT, f"so-{namespace}.xns-backend-grant", namespace=other),
+            until=lambda g: g is None,
+            what="grant deleted",
+        )
     finally:
         await kube.delete(resources.NAMESPACE, other)
 
@@ -288,9 +342,16 @@ async def test_proxy_mode_routes_to_verifier(
     grant = await kube.get(resources.REFERENCEGRANT, f"so-{namespace}.px-backend-grant", namespace="x402")
     assert grant is not None and grant["spec"]["to"][0]["name"] == "x402-verifier"
     # Switching the mode deletes the other mode's objects in the same pass.
-    await kube.merge_patch(resources.SERVICE_OFFER, "px", namespace=namespace,
-                           patch={"spec": {"gateMode": "forwardAuth"}})
-    await eventually(lambda: children(kube, namespace, "px"), until=lambda c: c[0] is not None
-                     and "filters" in c[1]["spec"]["rules"][0], what="forwardAuth objects")
-    await eventually(lambda: kube.get(resources.REFERENCEGRANT, f"so-{namespace}.px-backend-grant",
-                                      namespace="x402"), until=lambda g: g is None, what="proxy grant gone")
+    await kube.merge_patch(
+        resources.SERVICE_OFFER, "px", namespace=namespace, patch={"spec": {"gateMode": "forwardAuth"}}
+    )
+    await eventually(
+        lambda: children(kube, namespace, "px"),
+        until=lambda c: c[0] is not None and "filters" in c[1]["spec"]["rules"][0],
+        what="forwardAuth objects",
+    )
+    await eventually(
+        lambda: kube.get(resources.REFERENCEGRANT, f"so-{namespace}.px-backend-grant", namespace="x402"),
+        until=lambda g: g is None,
+        what="proxy grant gone",
+    )

@@ -53,8 +53,11 @@ async def funded_relayer(rpc_url: str) -> LocalAccount:
 
 
 def settings_for(rpc_url: str, **overrides: Any) -> config.Settings:
-    base = config.Settings(networks=(config.parse_network(f"base-sepolia={rpc_url}"),), listen="127.0.0.1:0",
-                           confirmation_timeout=10.0)
+    base = config.Settings(
+        networks=(config.parse_network(f"base-sepolia={rpc_url}"),),
+        listen="127.0.0.1:0",
+        confirmation_timeout=10.0,
+    )
     return dataclasses.replace(base, **overrides)
 
 
@@ -72,11 +75,13 @@ async def facilitator(dev_chain: devchain.DevChainInfo) -> AsyncIterator[main.Fa
 async def start_facilitator(dev_chain: devchain.DevChainInfo) -> AsyncIterator[StartFacilitator]:
     started: list[main.Facilitator] = []
 
-    async def start(rpc_url: str | None = None, *, account: LocalAccount | None = None,
-                    **overrides: Any) -> main.Facilitator:
+    async def start(
+        rpc_url: str | None = None, *, account: LocalAccount | None = None, **overrides: Any
+    ) -> main.Facilitator:
         url = rpc_url or dev_chain.rpc_url
-        fac = main.Facilitator(settings_for(url, **overrides),
-                               account=account or await funded_relayer(dev_chain.rpc_url))
+        fac = main.Facilitator(
+            settings_for(url, **overrides), account=account or await funded_relayer(dev_chain.rpc_url)
+        )
         await fac.start()
         started.append(fac)
         return fac

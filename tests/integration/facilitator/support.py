@@ -29,21 +29,35 @@ TRANSFER_TOPIC: Final = "0x" + Web3.keccak(text="Transfer(address,address,uint25
 EXTRA: Final = {"name": "USDC", "version": "2"}
 
 
-def requirements(pay_to: str, *, version: int = 2, amount: int = AMOUNT,
-                 max_timeout: int = 60) -> PaymentRequirements | PaymentRequirementsV1:
+def requirements(
+    pay_to: str, *, version: int = 2, amount: int = AMOUNT, max_timeout: int = 60
+) -> PaymentRequirements | PaymentRequirementsV1:
     """The seller's own requirements for the canonical Base Sepolia USDC."""
     if version == 1:
-        return PaymentRequirementsV1(scheme="exact", network=NETWORK_V1, max_amount_required=str(amount),
-                                     resource="http://seller.test/paid", pay_to=pay_to,
-                                     max_timeout_seconds=max_timeout, asset=devchain.BASE_SEPOLIA_USDC,
-                                     extra=dict(EXTRA))
-    return PaymentRequirements(scheme="exact", network=NETWORK, asset=devchain.BASE_SEPOLIA_USDC,
-                               amount=str(amount), pay_to=pay_to, max_timeout_seconds=max_timeout,
-                               extra=dict(EXTRA))
+        return PaymentRequirementsV1(
+            scheme="exact",
+            network=NETWORK_V1,
+            max_amount_required=str(amount),
+            resource="http://seller.test/paid",
+            pay_to=pay_to,
+            max_timeout_seconds=max_timeout,
+            asset=devchain.BASE_SEPOLIA_USDC,
+            extra=dict(EXTRA),
+        )
+    return PaymentRequirements(
+        scheme="exact",
+        network=NETWORK,
+        asset=devchain.BASE_SEPOLIA_USDC,
+        amount=str(amount),
+        pay_to=pay_to,
+        max_timeout_seconds=max_timeout,
+        extra=dict(EXTRA),
+    )
 
 
-async def pay(buyer: LocalAccount,
-              reqs: PaymentRequirements | PaymentRequirementsV1) -> PaymentPayload | PaymentPayloadV1:
+async def pay(
+    buyer: LocalAccount, reqs: PaymentRequirements | PaymentRequirementsV1
+) -> PaymentPayload | PaymentPayloadV1:
     """A payment signed by the x402 package's own client (default spend controls: the canonical USDC)."""
     client = register_exact_evm_client(x402Client(), EthAccountSigner(buyer))
     if isinstance(reqs, PaymentRequirementsV1):
@@ -75,9 +89,16 @@ async def balance(node: rpc.Rpc, address: str) -> int:
 async def transfers_to(node: rpc.Rpc, seller: str) -> int:
     """How many USDC Transfer events credit ``seller`` (over the whole chain)."""
     topic_to = "0x" + "00" * 12 + seller.lower().removeprefix("0x")
-    logs = await node.run(lambda: node.w3.eth.get_logs({
-        "fromBlock": 0, "toBlock": "latest", "address": Web3.to_checksum_address(devchain.BASE_SEPOLIA_USDC),
-        "topics": [TRANSFER_TOPIC, None, topic_to]}))
+    logs = await node.run(
+        lambda: node.w3.eth.get_logs(
+            {
+                "fromBlock": 0,
+                "toBlock": "latest",
+                "address": Web3.to_checksum_address(devchain.BASE_SEPOLIA_USDC),
+                "topics": [TRANSFER_TOPIC, None, topic_to],
+            }
+        )
+    )
     return len(logs)
 
 

@@ -36,13 +36,24 @@ async def _wait_healthy(url: str, pid: int, log: Path) -> None:
 
 @pytest.mark.parametrize("source", ["key-file", "env"])
 async def test_the_cli_serves_payments_and_never_logs_its_key(
-        tmp_path: Path, dev_chain: devchain.DevChainInfo, node: rpc.Rpc, source: str) -> None:
+    tmp_path: Path, dev_chain: devchain.DevChainInfo, node: rpc.Rpc, source: str
+) -> None:
     relayer = Account.create()
     await devchain.set_eth_balance(dev_chain.rpc_url, relayer.address, 10**20)
     key_hex = relayer.key.hex().removeprefix("0x")
     port = process.free_port()
-    argv = [sys.executable, "-m", "kube402.cli", "--log-level", "debug", "facilitator",
-            "--listen", f"127.0.0.1:{port}", "--rpc-url", f"base-sepolia={dev_chain.rpc_url}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "kube402.cli",
+        "--log-level",
+        "debug",
+        "facilitator",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--rpc-url",
+        f"base-sepolia={dev_chain.rpc_url}",
+    ]
     env = {"KUBE402_FACILITATOR_KEY": "", "KUBE402_FACILITATOR_KEY_FILE": ""}
     if source == "key-file":
         key_file = tmp_path / "relayer.key"
@@ -73,7 +84,9 @@ async def test_the_cli_serves_payments_and_never_logs_its_key(
     text = log.read_text()
     assert key_hex.lower() not in text.lower()
     lines = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
-    assert any(line.get("msg") == "settle" and line.get("transaction") == settled.transaction for line in lines)
+    assert any(
+        line.get("msg") == "settle" and line.get("transaction") == settled.transaction for line in lines
+    )
     assert await support.balance(node, parties.seller) == support.AMOUNT
 
 
@@ -82,8 +95,19 @@ def test_the_cli_refuses_to_start_without_a_key_and_names_only_the_source(tmp_pa
     secret = "ab" * 31 + "zz"
     bad.write_text(secret)
     log = tmp_path / "out.log"
-    child = process.spawn([sys.executable, "-m", "kube402.cli", "facilitator", "--rpc-url", "http://127.0.0.1:1",
-                           "--key-file", str(bad)], log=log)
+    child = process.spawn(
+        [
+            sys.executable,
+            "-m",
+            "kube402.cli",
+            "facilitator",
+            "--rpc-url",
+            "http://127.0.0.1:1",
+            "--key-file",
+            str(bad),
+        ],
+        log=log,
+    )
     assert child.wait(timeout=30) == 2
     text = log.read_text()
     assert "does not hold a 32-byte hex private key" in text and secret not in text

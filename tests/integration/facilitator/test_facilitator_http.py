@@ -36,7 +36,11 @@ async def body(dev_chain: devchain.DevChainInfo) -> dict[str, Any]:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller)
     payload = await support.pay(parties.buyer, reqs)
-    return {"x402Version": 2, "paymentPayload": support.raw(payload), "paymentRequirements": support.raw(reqs)}
+    return {
+        "x402Version": 2,
+        "paymentPayload": support.raw(payload),
+        "paymentRequirements": support.raw(reqs),
+    }
 
 
 def _spoil(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -52,24 +56,37 @@ def _spoil(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(("path", "value", "reason"), [
-    pytest.param("paymentRequirements.network", "eip155:1", "invalid_network", id="unserved-chain"),
-    pytest.param("paymentRequirements.scheme", "upto", "unsupported_scheme", id="scheme"),
-    pytest.param("paymentPayload.accepted.scheme", "upto", "unsupported_scheme", id="payload-scheme"),
-    pytest.param("paymentPayload.accepted.network", "eip155:1", "network_mismatch", id="payload-network"),
-    pytest.param("paymentPayload.x402Version", 3, "invalid_x402_version", id="version"),
-    pytest.param("x402Version", 1, "invalid_x402_version", id="version-disagrees"),
-    pytest.param("paymentPayload.payload.signature", KeyError, "invalid_payload", id="no-signature"),
-    pytest.param("paymentPayload.payload.authorization.nonce", "0x12", "invalid_payload", id="short-nonce"),
-    pytest.param("paymentPayload.payload.authorization.value", 1000, "invalid_payload", id="numeric-value"),
-    pytest.param("paymentPayload.accepted", KeyError, "invalid_payload", id="no-accepted"),
-    pytest.param("paymentRequirements.amount", KeyError, "invalid_payment_requirements", id="no-amount"),
-    pytest.param("paymentPayload", [], "invalid_payload", id="payload-array"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        pytest.param("paymentRequirements.network", "eip155:1", "invalid_network", id="unserved-chain"),
+        pytest.param("paymentRequirements.scheme", "upto", "unsupported_scheme", id="scheme"),
+        pytest.param("paymentPayload.accepted.scheme", "upto", "unsupported_scheme", id="payload-scheme"),
+        pytest.param("paymentPayload.accepted.network", "eip155:1", "network_mismatch", id="payload-network"),
+        pytest.param("paymentPayload.x402Version", 3, "invalid_x402_version", id="version"),
+        pytest.param("x402Version", 1, "invalid_x402_version", id="version-disagrees"),
+        pytest.param("paymentPayload.payload.signature", KeyError, "invalid_payload", id="no-signature"),
+        pytest.param(
+            "paymentPayload.payload.authorization.nonce", "0x12", "invalid_payload", id="short-nonce"
+        ),
+        pytest.param(
+            "paymentPayload.payload.authorization.value", 1000, "invalid_payload", id="numeric-value"
+        ),
+        pytest.param("paymentPayload.accepted", KeyError, "invalid_payload", id="no-accepted"),
+        pytest.param("paymentRequirements.amount", KeyError, "invalid_payment_requirements", id="no-amount"),
+        pytest.param("paymentPayload", [], "invalid_payload", id="payload-array"),
+    ],
+)
 @pytest.mark.parametrize("endpoint", ["verify", "settle"])
 async def test_a_malformed_request_is_answered_with_a_reason(
-        http: httpx.AsyncClient, body: dict[str, Any], node: rpc.Rpc, endpoint: str, path: str, value: Any,
-        reason: str) -> None:
+    http: httpx.AsyncClient,
+    body: dict[str, Any],
+    node: rpc.Rpc,
+    endpoint: str,
+    path: str,
+    value: Any,
+    reason: str,
+) -> None:
     block = await node.block_number()
     response = await http.post(f"/{endpoint}", json=_spoil(body, path, value))
     assert response.status_code == 200
@@ -82,29 +99,45 @@ async def test_a_malformed_request_is_answered_with_a_reason(
 
 
 async def test_a_v1_body_for_a_chain_without_an_rpc_url_is_an_invalid_network(
-        http: httpx.AsyncClient, dev_chain: devchain.DevChainInfo) -> None:
+    http: httpx.AsyncClient, dev_chain: devchain.DevChainInfo
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller, version=1)
     payload = support.raw(await support.pay(parties.buyer, reqs))
-    answer = (await http.post("/verify", json={
-        "x402Version": 1, "paymentPayload": {**payload, "network": "base"},
-        "paymentRequirements": {**support.raw(reqs), "network": "base"}})).json()
+    answer = (
+        await http.post(
+            "/verify",
+            json={
+                "x402Version": 1,
+                "paymentPayload": {**payload, "network": "base"},
+                "paymentRequirements": {**support.raw(reqs), "network": "base"},
+            },
+        )
+    ).json()
     assert (answer["isValid"], answer["invalidReason"]) == (False, "invalid_network")
 
 
 async def test_a_v1_payload_for_another_network_than_the_requirements_is_a_mismatch(
-        http: httpx.AsyncClient, dev_chain: devchain.DevChainInfo) -> None:
+    http: httpx.AsyncClient, dev_chain: devchain.DevChainInfo
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller, version=1)
     payload = support.raw(await support.pay(parties.buyer, reqs))
     for endpoint, key in (("verify", "invalidReason"), ("settle", "errorReason")):
-        answer = (await http.post(f"/{endpoint}", json={
-            "x402Version": 1, "paymentPayload": {**payload, "network": "base"},
-            "paymentRequirements": support.raw(reqs)})).json()
+        answer = (
+            await http.post(
+                f"/{endpoint}",
+                json={
+                    "x402Version": 1,
+                    "paymentPayload": {**payload, "network": "base"},
+                    "paymentRequirements": support.raw(reqs),
+                },
+            )
+        ).json()
         assert answer[key] == "network_mismatch"
 
 
-@pytest.mark.parametrize("content", [b"not json", b"", b"{\"x402Version\": 2,"])
+@pytest.mark.parametrize("content", [b"not json", b"", b'{"x402Version": 2,'])
 async def test_a_body_that_is_not_json_is_a_400(http: httpx.AsyncClient, content: bytes) -> None:
     for endpoint in ("verify", "settle"):
         response = await http.post(f"/{endpoint}", content=content)
@@ -131,8 +164,10 @@ async def test_metrics_count_answers_by_result(http: httpx.AsyncClient, body: di
     for needle in (
         'kube402_facilitator_verify_total{network="base-sepolia",reason="",result="valid"}',
         'kube402_facilitator_settle_total{network="base-sepolia",reason="",result="success"}',
-        ('kube402_facilitator_settle_total{network="base-sepolia",reason="invalid_exact_evm_nonce_already_used",'
-        'result="failed"}'),
+        (
+            'kube402_facilitator_settle_total{network="base-sepolia",reason="invalid_exact_evm_nonce_already_used",'
+            'result="failed"}'
+        ),
         'kube402_facilitator_request_duration_seconds_count{endpoint="settle"}',
         'kube402_facilitator_relayer_nonce{network="base-sepolia"}',
         "kube402_facilitator_pending_settlements 0.0",
@@ -140,8 +175,9 @@ async def test_metrics_count_answers_by_result(http: httpx.AsyncClient, body: di
         assert needle in text, needle
 
 
-async def test_an_unreachable_chain_is_a_fail_closed_503(start_facilitator: StartFacilitator,
-                                                       body: dict[str, Any]) -> None:
+async def test_an_unreachable_chain_is_a_fail_closed_503(
+    start_facilitator: StartFacilitator, body: dict[str, Any]
+) -> None:
     dead = f"http://127.0.0.1:{process.free_port()}"
     fac = await start_facilitator(dead, rpc_timeout=1.0)
     async with httpx.AsyncClient(base_url=fac.url) as http:
@@ -159,12 +195,15 @@ async def test_an_unreachable_chain_is_a_fail_closed_503(start_facilitator: Star
 
 
 async def test_a_chain_that_goes_down_mid_service_is_a_503_not_an_invalid_payment(
-        start_facilitator: StartFacilitator, tmp_path: Path) -> None:
+    start_facilitator: StartFacilitator, tmp_path: Path
+) -> None:
     chain = anvil.Anvil(log=tmp_path / "anvil.log")
     proc = chain.start()
     try:
         info = await devchain.setup_base_sepolia(proc.rpc_url)
-        fac = await start_facilitator(proc.rpc_url, account=await funded_relayer(proc.rpc_url), rpc_timeout=2.0)
+        fac = await start_facilitator(
+            proc.rpc_url, account=await funded_relayer(proc.rpc_url), rpc_timeout=2.0
+        )
         parties = await support.funded_buyer(info)
         reqs = support.requirements(parties.seller)
         payload = await support.pay(parties.buyer, reqs)

@@ -51,25 +51,34 @@ class Clients:
 
 
 @pytest.fixture(params=["kube402", "x402"])
-def clients(request: pytest.FixtureRequest, kube_client: FacilitatorClient,
-            sdk_client: HTTPFacilitatorClient) -> Clients:
+def clients(
+    request: pytest.FixtureRequest, kube_client: FacilitatorClient, sdk_client: HTTPFacilitatorClient
+) -> Clients:
     return Clients(request.param, kube_client, sdk_client)
 
 
 async def test_supported_lists_exactly_the_configured_network(
-        facilitator: main.Facilitator, kube_client: FacilitatorClient, sdk_client: HTTPFacilitatorClient) -> None:
+    facilitator: main.Facilitator, kube_client: FacilitatorClient, sdk_client: HTTPFacilitatorClient
+) -> None:
     kinds = await kube_client.supported()
     assert kinds.kinds == {(1, "exact", "base-sepolia"), (2, "exact", "eip155:84532")}
     assert kinds.raw["extensions"] == []
     assert kinds.raw["signers"] == {"eip155:*": [facilitator.relayer_address]}
     sdk = await asyncio.to_thread(sdk_client.get_supported)  # sync client; the server shares this loop
-    assert sorted((k.x402_version, k.network) for k in sdk.kinds) == [(1, "base-sepolia"), (2, "eip155:84532")]
+    assert sorted((k.x402_version, k.network) for k in sdk.kinds) == [
+        (1, "base-sepolia"),
+        (2, "eip155:84532"),
+    ]
 
 
 @pytest.mark.parametrize("version", [2, 1])
 async def test_a_payment_is_verified_then_settled_and_the_relayer_pays_the_gas(
-        clients: Clients, facilitator: main.Facilitator, dev_chain: devchain.DevChainInfo, node: rpc.Rpc,
-        version: int) -> None:
+    clients: Clients,
+    facilitator: main.Facilitator,
+    dev_chain: devchain.DevChainInfo,
+    node: rpc.Rpc,
+    version: int,
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller, version=version)
     payload = await support.pay(parties.buyer, reqs)
@@ -92,7 +101,8 @@ async def test_a_payment_is_verified_then_settled_and_the_relayer_pays_the_gas(
 
 @pytest.mark.parametrize("version", [2, 1])
 async def test_a_replayed_payment_is_refused_and_nothing_is_broadcast(
-        clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc, version: int) -> None:
+    clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc, version: int
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller, version=version)
     payload = await support.pay(parties.buyer, reqs)
@@ -100,7 +110,11 @@ async def test_a_replayed_payment_is_refused_and_nothing_is_broadcast(
 
     block = await node.block_number()
     replay = await clients.settle(payload, reqs)
-    assert (replay.ok, replay.reason, replay.transaction) == (False, "invalid_exact_evm_nonce_already_used", "")
+    assert (replay.ok, replay.reason, replay.transaction) == (
+        False,
+        "invalid_exact_evm_nonce_already_used",
+        "",
+    )
     again = await clients.verify(payload, reqs)
     assert (again.ok, again.reason) == (False, "invalid_exact_evm_nonce_already_used")
     assert await node.block_number() == block
@@ -115,21 +129,33 @@ def _wrong_pay_to(seller: str, version: int) -> Any:
     return support.requirements("0x" + "11" * 20, version=version)
 
 
-@pytest.mark.parametrize(("version", "mistake", "reason"), [
-    pytest.param(2, _wrong_amount, "invalid_exact_evm_payload_authorization_value_mismatch", id="v2-amount"),
-    pytest.param(1, _wrong_amount, "invalid_exact_evm_payload_authorization_value_mismatch", id="v1-amount"),
-    pytest.param(2, _wrong_pay_to, "invalid_exact_evm_payload_recipient_mismatch", id="v2-pay-to"),
-    pytest.param(1, _wrong_pay_to, "invalid_exact_evm_payload_recipient_mismatch", id="v1-pay-to"),
-])
+@pytest.mark.parametrize(
+    ("version", "mistake", "reason"),
+    [
+        pytest.param(
+            2, _wrong_amount, "invalid_exact_evm_payload_authorization_value_mismatch", id="v2-amount"
+        ),
+        pytest.param(
+            1, _wrong_amount, "invalid_exact_evm_payload_authorization_value_mismatch", id="v1-amount"
+        ),
+        pytest.param(2, _wrong_pay_to, "invalid_exact_evm_payload_recipient_mismatch", id="v2-pay-to"),
+        pytest.param(1, _wrong_pay_to, "invalid_exact_evm_payload_recipient_mismatch", id="v1-pay-to"),
+    ],
+)
 async def test_a_payment_for_other_requirements_is_invalid(
-        clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc, version: int, mistake: Any,
-        reason: str) -> None:
+    clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc, version: int, mistake: Any, reason: str
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     payload = await support.pay(parties.buyer, support.requirements(parties.seller, version=version))
     server_copy = mistake(parties.seller, version)
     if isinstance(payload, PaymentPayload):  # the v2 echo claims the server's terms; the signature does not
-        payload = payload.model_copy(update={"accepted": payload.accepted.model_copy(
-            update={"amount": server_copy.amount, "pay_to": server_copy.pay_to})})
+        payload = payload.model_copy(
+            update={
+                "accepted": payload.accepted.model_copy(
+                    update={"amount": server_copy.amount, "pay_to": server_copy.pay_to}
+                )
+            }
+        )
     block = await node.block_number()
     verified = await clients.verify(payload, server_copy)
     assert (verified.ok, verified.reason) == (False, reason)
@@ -138,7 +164,9 @@ async def test_a_payment_for_other_requirements_is_invalid(
     assert await node.block_number() == block
 
 
-async def test_an_expired_authorization_is_invalid(clients: Clients, dev_chain: devchain.DevChainInfo) -> None:
+async def test_an_expired_authorization_is_invalid(
+    clients: Clients, dev_chain: devchain.DevChainInfo
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller, max_timeout=3)  # validBefore = now + 3 < now + 6
     payload = await support.pay(parties.buyer, reqs)
@@ -158,7 +186,8 @@ async def test_a_tampered_signature_is_invalid(clients: Clients, dev_chain: devc
 
 
 async def test_an_unfunded_payer_is_refused_before_broadcasting(
-        clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc) -> None:
+    clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+) -> None:
     parties = await support.funded_buyer(dev_chain, amount=10)
     reqs = support.requirements(parties.seller)
     payload = await support.pay(parties.buyer, reqs)
@@ -168,7 +197,9 @@ async def test_an_unfunded_payer_is_refused_before_broadcasting(
     assert await node.block_number() == block
 
 
-async def test_verify_commits_nothing(clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc) -> None:
+async def test_verify_commits_nothing(
+    clients: Clients, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller)
     payload = await support.pay(parties.buyer, reqs)

@@ -22,11 +22,19 @@ pytestmark = pytest.mark.integration
 
 
 def _ms(samples: list[float], q: float) -> float:
-    return 1000 * statistics.quantiles(samples, n=100)[int(q) - 1] if q != 50 else 1000 * statistics.median(samples)
+    return (
+        1000 * statistics.quantiles(samples, n=100)[int(q) - 1]
+        if q != 50
+        else 1000 * statistics.median(samples)
+    )
 
 
-async def test_latency_and_throughput(start_facilitator: StartFacilitator, dev_chain: devchain.DevChainInfo,
-                                      node: rpc.Rpc, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_latency_and_throughput(
+    start_facilitator: StartFacilitator,
+    dev_chain: devchain.DevChainInfo,
+    node: rpc.Rpc,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     fac = await start_facilitator()
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller)
@@ -57,9 +65,11 @@ async def test_latency_and_throughput(start_facilitator: StartFacilitator, dev_c
     assert all(results)
     assert await support.balance(node, parties.seller) == 240 * support.AMOUNT
     rate = len(burst) / elapsed
-    report = (f"facilitator over HTTP on anvil: verify p50 {_ms(verify_s, 50):.1f} ms p95 {_ms(verify_s, 95):.1f} ms; "
-              f"settle p50 {_ms(settle_s, 50):.1f} ms p95 {_ms(settle_s, 95):.1f} ms; "
-              f"{rate:.0f} settles/s with 20 in flight (200 payments, {elapsed:.2f} s)")
+    report = (
+        f"facilitator over HTTP on anvil: verify p50 {_ms(verify_s, 50):.1f} ms p95 {_ms(verify_s, 95):.1f} ms; "
+        f"settle p50 {_ms(settle_s, 50):.1f} ms p95 {_ms(settle_s, 95):.1f} ms; "
+        f"{rate:.0f} settles/s with 20 in flight (200 payments, {elapsed:.2f} s)"
+    )
     with capsys.disabled():
         print("\n" + report)
     assert statistics.median(settle_s) < 0.5 and statistics.median(verify_s) < 0.25 and rate > 5

@@ -37,14 +37,16 @@ async def txpool_pending(node: rpc.Rpc) -> int:
 
 
 async def test_fifty_concurrent_settles_use_fifty_consecutive_relayer_nonces(
-        start_facilitator: StartFacilitator, dev_chain: devchain.DevChainInfo, node: rpc.Rpc) -> None:
+    start_facilitator: StartFacilitator, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+) -> None:
     fac = await start_facilitator()
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller)
     payloads = [await support.pay(parties.buyer, reqs) for _ in range(50)]
     async with FacilitatorClient(fac.url) as client:
-        results = await asyncio.gather(*(
-            client.settle(support.raw(p), support.raw(reqs), version=2) for p in payloads))
+        results = await asyncio.gather(
+            *(client.settle(support.raw(p), support.raw(reqs), version=2) for p in payloads)
+        )
     assert [(r.success, r.error_reason) for r in results] == [(True, None)] * 50
     hashes = {r.transaction for r in results}
     assert len(hashes) == 50
@@ -56,8 +58,12 @@ async def test_fifty_concurrent_settles_use_fifty_consecutive_relayer_nonces(
 
 
 async def test_twenty_concurrent_copies_of_one_payment_make_one_transfer(
-        facilitator: main.Facilitator, kube_client: FacilitatorClient, sdk_client: HTTPFacilitatorClient,
-        dev_chain: devchain.DevChainInfo, node: rpc.Rpc) -> None:
+    facilitator: main.Facilitator,
+    kube_client: FacilitatorClient,
+    sdk_client: HTTPFacilitatorClient,
+    dev_chain: devchain.DevChainInfo,
+    node: rpc.Rpc,
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller)
     payload = await support.pay(parties.buyer, reqs)
@@ -72,7 +78,8 @@ async def test_twenty_concurrent_copies_of_one_payment_make_one_transfer(
 
 
 async def test_different_bodies_carrying_one_authorization_make_one_transfer(
-        kube_client: FacilitatorClient, dev_chain: devchain.DevChainInfo, node: rpc.Rpc) -> None:
+    kube_client: FacilitatorClient, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+) -> None:
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller)
     payload = support.raw(await support.pay(parties.buyer, reqs))
@@ -90,8 +97,8 @@ async def test_different_bodies_carrying_one_authorization_make_one_transfer(
 
 @pytest.mark.parametrize("version", [2, 1])
 async def test_a_late_receipt_is_pending_and_a_retry_resolves_it_without_a_second_broadcast(
-        start_facilitator: StartFacilitator, dev_chain: devchain.DevChainInfo, node: rpc.Rpc,
-        version: int) -> None:
+    start_facilitator: StartFacilitator, dev_chain: devchain.DevChainInfo, node: rpc.Rpc, version: int
+) -> None:
     fac = await start_facilitator(confirmation_timeout=0.3)
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller, version=version)
@@ -101,9 +108,12 @@ async def test_a_late_receipt_is_pending_and_a_retry_resolves_it_without_a_secon
         first = await client.settle(support.raw(payload), support.raw(reqs), version=version)
         assert (first.success, first.error_reason, first.network) == (False, "settlement_pending", network)
         assert first.pending and first.transaction.startswith("0x")
-        retries = await asyncio.gather(*(
-            client.settle(support.raw(payload), support.raw(reqs), version=version) for _ in range(5)))
-        assert {(r.error_reason, r.transaction) for r in retries} == {("settlement_pending", first.transaction)}
+        retries = await asyncio.gather(
+            *(client.settle(support.raw(payload), support.raw(reqs), version=version) for _ in range(5))
+        )
+        assert {(r.error_reason, r.transaction) for r in retries} == {
+            ("settlement_pending", first.transaction)
+        }
         assert await txpool_pending(node) == 1  # the one transaction, never re-sent
         async with httpx.AsyncClient() as http:
             metrics = (await http.get(fac.url + "/metrics")).text
@@ -111,7 +121,11 @@ async def test_a_late_receipt_is_pending_and_a_retry_resolves_it_without_a_secon
 
         await node.request("evm_mine", [])
         resolved = await client.settle(support.raw(payload), support.raw(reqs), version=version)
-        assert (resolved.success, resolved.transaction, resolved.network) == (True, first.transaction, network)
+        assert (resolved.success, resolved.transaction, resolved.network) == (
+            True,
+            first.transaction,
+            network,
+        )
     assert await support.transfers_to(node, parties.seller) == 1
     assert await support.balance(node, parties.seller) == support.AMOUNT
     async with FacilitatorClient(fac.url) as client:
@@ -120,7 +134,8 @@ async def test_a_late_receipt_is_pending_and_a_retry_resolves_it_without_a_secon
 
 
 async def test_a_pending_transaction_that_can_never_be_mined_is_settled_again(
-        start_facilitator: StartFacilitator, dev_chain: devchain.DevChainInfo, node: rpc.Rpc) -> None:
+    start_facilitator: StartFacilitator, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+) -> None:
     fac = await start_facilitator(confirmation_timeout=0.3)
     parties = await support.funded_buyer(dev_chain)
     reqs = support.requirements(parties.seller)

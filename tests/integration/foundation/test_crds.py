@@ -53,8 +53,12 @@ _DELETE = object()
 
 INVALID = [
     pytest.param("spec.payment.payTo", "0x1234", "spec.payment.payTo", id="payTo-short"),
-    pytest.param("spec.payment.payTo", "70997970C51812dc3A010C7d01b50e0d17dc79C8aa", "spec.payment.payTo",
-                 id="payTo-no-0x"),
+    pytest.param(
+        "spec.payment.payTo",
+        "70997970C51812dc3A010C7d01b50e0d17dc79C8aa",
+        "spec.payment.payTo",
+        id="payTo-no-0x",
+    ),
     pytest.param("spec.path", "services/x", "spec.path", id="path-no-leading-slash"),
     pytest.param("spec.path", "/services/x?y", "spec.path", id="path-bad-char"),
     pytest.param("spec.path", "/", "path must not be /", id="path-root"),
@@ -65,18 +69,30 @@ INVALID = [
     pytest.param("spec.upstream.port", 0, "spec.upstream.port", id="port-0"),
     pytest.param("spec.upstream.port", 70000, "spec.upstream.port", id="port-70000"),
     pytest.param("spec.payment.scheme", "upto", 'supported values: "exact"', id="scheme-unknown"),
-    pytest.param("spec.type", "batch", 'supported values: "inference", "fine-tuning", "http"', id="type-unknown"),
+    pytest.param(
+        "spec.type", "batch", 'supported values: "inference", "fine-tuning", "http"', id="type-unknown"
+    ),
     pytest.param("spec.upstream", _DELETE, "spec.upstream: Required value", id="missing-upstream"),
     pytest.param("spec.payment", _DELETE, "spec.payment: Required value", id="missing-payment"),
     pytest.param("spec.payment.price", {}, "spec.payment.price", id="price-empty"),
-    pytest.param("spec.payment.price", {"perRequest": "-1"}, "spec.payment.price.perRequest", id="price-negative"),
-    pytest.param("spec.payment.price", {"perRequest": "1e-3"}, "spec.payment.price.perRequest", id="price-exp"),
-    pytest.param("spec.payment.maxTimeoutSeconds", 5, "spec.payment.maxTimeoutSeconds", id="timeout-too-small"),
-    pytest.param("spec.upstream.healthPath", "/../admin", "healthPath must not contain '..'", id="health-dotdot"),
+    pytest.param(
+        "spec.payment.price", {"perRequest": "-1"}, "spec.payment.price.perRequest", id="price-negative"
+    ),
+    pytest.param(
+        "spec.payment.price", {"perRequest": "1e-3"}, "spec.payment.price.perRequest", id="price-exp"
+    ),
+    pytest.param(
+        "spec.payment.maxTimeoutSeconds", 5, "spec.payment.maxTimeoutSeconds", id="timeout-too-small"
+    ),
+    pytest.param(
+        "spec.upstream.healthPath", "/../admin", "healthPath must not contain '..'", id="health-dotdot"
+    ),
     pytest.param("spec.upstream.service", "Ollama_1", "spec.upstream.service", id="service-not-dns"),
     pytest.param("spec.payment.network", "Base Sepolia", "spec.payment.network", id="network-pattern"),
     pytest.param("spec.model", {"name": "qwen"}, "spec.model.runtime: Required value", id="model-no-runtime"),
-    pytest.param("spec.gateMode", "sidecar", 'supported values: "forwardAuth", "proxy"', id="gatemode-unknown"),
+    pytest.param(
+        "spec.gateMode", "sidecar", 'supported values: "forwardAuth", "proxy"', id="gatemode-unknown"
+    ),
 ]
 
 
@@ -96,7 +112,10 @@ def kubectl(info: ControlPlaneInfo, *args: str) -> str:
     binary = paths.controlplane_bin() / "kubectl"
     out = subprocess.run(
         [str(binary), "--kubeconfig", str(info.kubeconfig), *args],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return out.stdout
 
@@ -109,9 +128,20 @@ async def test_printer_columns_in_kubectl_wide(
         offer("flow-qwen", namespace, type="inference", model={"name": "qwen3:0.6b", "runtime": "ollama"}),
     )
     await kube.apply_status(
-        resources.SERVICE_OFFER, namespace=namespace, name="flow-qwen",
-        status={"conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ok",
-                                "lastTransitionTime": "2026-11-29T00:00:00Z"}]},
+        resources.SERVICE_OFFER,
+        namespace=namespace,
+        name="flow-qwen",
+        status={
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Reconciled",
+                    "message": "ok",
+                    "lastTransitionTime": "2026-11-29T00:00:00Z",
+                }
+            ]
+        },
     )
     out = kubectl(control_plane, "get", "so", "-n", namespace, "-o", "wide")
     header, row = out.strip().splitlines()
@@ -129,16 +159,32 @@ async def test_kubectl_explain_describes_fields(control_plane: ControlPlaneInfo)
 async def test_registration_request_short_name_and_columns(
     kube: Kube, namespace: str, control_plane: ControlPlaneInfo
 ) -> None:
-    await kube.create(resources.REGISTRATION_REQUEST, {
-        "apiVersion": "obol.org/v1alpha1", "kind": "RegistrationRequest",
-        "metadata": {"name": "so-demo-registration", "namespace": namespace},
-        "spec": {"serviceOfferName": "demo", "serviceOfferNamespace": namespace, "desiredState": "Active"},
-    })
+    await kube.create(
+        resources.REGISTRATION_REQUEST,
+        {
+            "apiVersion": "obol.org/v1alpha1",
+            "kind": "RegistrationRequest",
+            "metadata": {"name": "so-demo-registration", "namespace": namespace},
+            "spec": {
+                "serviceOfferName": "demo",
+                "serviceOfferNamespace": namespace,
+                "desiredState": "Active",
+            },
+        },
+    )
     out = kubectl(control_plane, "get", "rr", "-n", namespace)
     assert out.split()[:5] == ["NAME", "OFFER", "STATE", "PHASE", "AGENTID"]
     with pytest.raises(errors.Invalid):
-        await kube.create(resources.REGISTRATION_REQUEST, {
-            "apiVersion": "obol.org/v1alpha1", "kind": "RegistrationRequest",
-            "metadata": {"name": "bad", "namespace": namespace},
-            "spec": {"serviceOfferName": "demo", "serviceOfferNamespace": namespace, "desiredState": "Gone"},
-        })
+        await kube.create(
+            resources.REGISTRATION_REQUEST,
+            {
+                "apiVersion": "obol.org/v1alpha1",
+                "kind": "RegistrationRequest",
+                "metadata": {"name": "bad", "namespace": namespace},
+                "spec": {
+                    "serviceOfferName": "demo",
+                    "serviceOfferNamespace": namespace,
+                    "desiredState": "Gone",
+                },
+            },
+        )

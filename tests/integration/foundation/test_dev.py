@@ -16,8 +16,14 @@ pytestmark = pytest.mark.integration
 
 
 def kube402(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kube402.cli", *args], cwd=cwd, capture_output=True, check=False,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "kube402.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_dev_up_status_down(tmp_path: Path) -> None:
@@ -30,9 +36,13 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
     assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "anvil"}
     assert all(process.alive(pid) for pid in pids.values())
     assert (tmp_path / ".kube402" / "dev.env").read_text().splitlines()[:2] == [
-        f"KUBECONFIG={env['KUBECONFIG']}", f"KUBE402_RPC_URL={env['KUBE402_RPC_URL']}"]
+        f"KUBECONFIG={env['KUBECONFIG']}",
+        f"KUBE402_RPC_URL={env['KUBE402_RPC_URL']}",
+    ]
 
-    chain_id = httpx.post(env["KUBE402_RPC_URL"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}).json()
+    chain_id = httpx.post(
+        env["KUBE402_RPC_URL"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
+    ).json()
     assert chain_id["result"] == "0x14a34"
 
     again = kube402(tmp_path, "dev", "up")

@@ -28,8 +28,13 @@ guardGraceSeconds: 2
 async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controller_main.Controller]:
     kube = Kube.connect(kubeconfig=str(control_plane.kubeconfig))
     try:
-        settings = Settings(upstream_resolution="endpointslice", leader_elect=False, metrics_listen="",
-                            requeue_not_ready=1.0, requeue_ready=1.0)
+        settings = Settings(
+            upstream_resolution="endpointslice",
+            leader_elect=False,
+            metrics_listen="",
+            requeue_not_ready=1.0,
+            requeue_ready=1.0,
+        )
         async with controller_main.started(kube, settings) as ctl:
             await asyncio.wait_for(asyncio.gather(*(inf.synced.wait() for inf in ctl.informers)), 30)
             yield ctl
@@ -38,14 +43,28 @@ async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controlle
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
-async def verifier(control_plane: ControlPlaneInfo, kube: Kube, tmp_path_factory: object) -> AsyncIterator[Verifier]:
-    await kube.apply(resources.CONFIGMAP, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x402-pricing", "namespace": "x402"},
-        "data": {"pricing.yaml": PRICING}})
-    v = Verifier(Options(
-        config_path=str(Path("/nonexistent/pricing.yaml")), route_source="kube",
-        kubeconfig=str(control_plane.kubeconfig), listen=f"127.0.0.1:{process.free_port()}",
-        proxy_listen=f"127.0.0.1:{process.free_port()}", upstream_resolution="endpointslice"))
+async def verifier(
+    control_plane: ControlPlaneInfo, kube: Kube, tmp_path_factory: object
+) -> AsyncIterator[Verifier]:
+    await kube.apply(
+        resources.CONFIGMAP,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x402-pricing", "namespace": "x402"},
+            "data": {"pricing.yaml": PRICING},
+        },
+    )
+    v = Verifier(
+        Options(
+            config_path=str(Path("/nonexistent/pricing.yaml")),
+            route_source="kube",
+            kubeconfig=str(control_plane.kubeconfig),
+            listen=f"127.0.0.1:{process.free_port()}",
+            proxy_listen=f"127.0.0.1:{process.free_port()}",
+            upstream_resolution="endpointslice",
+        )
+    )
     await v.start()
     try:
         yield v

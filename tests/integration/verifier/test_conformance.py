@@ -28,17 +28,31 @@ routes:
 async def test_x402_conformance_resource_checks_pass(tmp_path: Path) -> None:
     (tmp_path / "pricing.yaml").write_text(PRICING)
     verify, gate = process.free_port(), process.free_port()
-    v = Verifier(Options(config_path=str(tmp_path / "pricing.yaml"), listen=f"127.0.0.1:{verify}",
-                         proxy_listen=f"127.0.0.1:{gate}", watch=False))
+    v = Verifier(
+        Options(
+            config_path=str(tmp_path / "pricing.yaml"),
+            listen=f"127.0.0.1:{verify}",
+            proxy_listen=f"127.0.0.1:{gate}",
+            watch=False,
+        )
+    )
     await v.start()
     try:
         import asyncio
 
         out = await asyncio.to_thread(
             subprocess.run,
-            [str(Path(sys.executable).parent / "x402conf"), "resource", "--fail-on-error",
-             f"http://127.0.0.1:{gate}/paid/x"],
-            capture_output=True, text=True, timeout=60, check=False)
+            [
+                str(Path(sys.executable).parent / "x402conf"),
+                "resource",
+                "--fail-on-error",
+                f"http://127.0.0.1:{gate}/paid/x",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     finally:
         await v.stop()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

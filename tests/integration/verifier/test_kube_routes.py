@@ -24,8 +24,10 @@ WALLET = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 async def verify(v: Verifier, path: str) -> httpx.Response:
     async with httpx.AsyncClient() as http:
-        return await http.get(f"http://127.0.0.1:{v.ports['verify']}/verify",
-                              headers={"X-Forwarded-Uri": path, "X-Forwarded-Host": "obol.stack:8080"})
+        return await http.get(
+            f"http://127.0.0.1:{v.ports['verify']}/verify",
+            headers={"X-Forwarded-Uri": path, "X-Forwarded-Host": "obol.stack:8080"},
+        )
 
 
 async def status_of(v: Verifier, path: str) -> int:
@@ -34,32 +36,58 @@ async def status_of(v: Verifier, path: str) -> int:
 
 async def setup_offer(kube: Kube, ns: str, name: str, upstream: TestUpstream, **kw: Any) -> None:
     if await kube.get(resources.SERVICE, "ollama", namespace=ns) is None:
-        await kube.create(resources.SERVICE, {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ollama", "namespace": ns},
-            "spec": {"type": "ExternalName", "externalName": "localhost"}})
-    await kube.create(resources.SERVICE_OFFER, v1alpha1.offer_manifest(
-        name, namespace=ns, upstream="ollama", port=upstream.port, pay_to=WALLET, **kw))
+        await kube.create(
+            resources.SERVICE,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "ollama", "namespace": ns},
+                "spec": {"type": "ExternalName", "externalName": "localhost"},
+            },
+        )
+    await kube.create(
+        resources.SERVICE_OFFER,
+        v1alpha1.offer_manifest(
+            name, namespace=ns, upstream="ollama", port=upstream.port, pay_to=WALLET, **kw
+        ),
+    )
 
 
 async def test_readyz_after_first_sync(verifier: Verifier) -> None:
     async with httpx.AsyncClient() as http:
-        await eventually(lambda: http.get(f"http://127.0.0.1:{verifier.ports['verify']}/readyz"),
-                         until=lambda r: r.status_code == 200, timeout=20, what="verifier ready")
+        await eventually(
+            lambda: http.get(f"http://127.0.0.1:{verifier.ports['verify']}/readyz"),
+            until=lambda r: r.status_code == 200,
+            timeout=20,
+            what="verifier ready",
+        )
 
 
 async def test_published_offer_is_priced_within_a_second(
-    kube: Kube, namespace: str, controller: Controller, verifier: Verifier,
+    kube: Kube,
+    namespace: str,
+    controller: Controller,
+    verifier: Verifier,
 ) -> None:
     upstream = TestUpstream().start()
     try:
         name = f"{namespace}-pub"
         await setup_offer(kube, namespace, name, upstream, max_timeout_seconds=120)
-        obj = await eventually(lambda: kube.get(resources.SERVICE_OFFER, name, namespace=namespace),
-                               until=lambda o: condition(o, "RoutePublished")[0] == "True", interval=0.01,
-                               timeout=20, what="published")
+        obj = await eventually(
+            lambda: kube.get(resources.SERVICE_OFFER, name, namespace=namespace),
+            until=lambda o: condition(o, "RoutePublished")[0] == "True",
+            interval=0.01,
+            timeout=20,
+            what="published",
+        )
         published_at = time.monotonic()
-        resp = await eventually(lambda: verify(verifier, f"/services/{name}/v1/chat/completions?x=1"),
-                                until=lambda r: r.status_code == 402, interval=0.01, timeout=5, what="402")
+        resp = await eventually(
+            lambda: verify(verifier, f"/services/{name}/v1/chat/completions?x=1"),
+            until=lambda r: r.status_code == 402,
+            interval=0.01,
+            timeout=5,
+            what="402",
+        )
         assert time.monotonic() - published_at < 1.0
         import base64
         import json
@@ -79,7 +107,10 @@ async def test_published_offer_is_priced_within_a_second(
 
 
 async def test_paused_and_unhealthy_offers_answer_503_never_200(
-    kube: Kube, namespace: str, controller: Controller, verifier: Verifier,
+    kube: Kube,
+    namespace: str,
+    controller: Controller,
+    verifier: Verifier,
 ) -> None:
     upstream = TestUpstream().start()
     try:
@@ -87,8 +118,12 @@ async def test_paused_and_unhealthy_offers_answer_503_never_200(
         await setup_offer(kube, namespace, name, upstream)
         path = f"/services/{name}/x"
         await eventually(lambda: status_of(verifier, path), until=lambda s: s == 402, timeout=20, what="402")
-        await kube.merge_patch(resources.SERVICE_OFFER, name, namespace=namespace,
-                               patch={"metadata": {"annotations": {"obol.org/paused": "true"}}})
+        await kube.merge_patch(
+            resources.SERVICE_OFFER,
+            name,
+            namespace=namespace,
+            patch={"metadata": {"annotations": {"obol.org/paused": "true"}}},
+        )
         seen: set[int] = set()
 
         async def poll() -> int:
@@ -99,8 +134,12 @@ async def test_paused_and_unhealthy_offers_answer_503_never_200(
         await eventually(poll, until=lambda s: s == 503, timeout=10, interval=0.01, what="503 when paused")
         resp = await verify(verifier, path)
         assert resp.json()["error"] == "offer_unavailable" and resp.headers["retry-after"]
-        await kube.merge_patch(resources.SERVICE_OFFER, name, namespace=namespace,
-                               patch={"metadata": {"annotations": {"obol.org/paused": None}}})
+        await kube.merge_patch(
+            resources.SERVICE_OFFER,
+            name,
+            namespace=namespace,
+            patch={"metadata": {"annotations": {"obol.org/paused": None}}},
+        )
         await eventually(poll, until=lambda s: s == 402, timeout=20, interval=0.01, what="402 again")
         upstream.health_status = 500
         await eventually(poll, until=lambda s: s == 503, timeout=20, interval=0.01, what="503 when unhealthy")
@@ -110,7 +149,10 @@ async def test_paused_and_unhealthy_offers_answer_503_never_200(
 
 
 async def test_deleted_offer_route_gone_after_grace(
-    kube: Kube, namespace: str, controller: Controller, verifier: Verifier,
+    kube: Kube,
+    namespace: str,
+    controller: Controller,
+    verifier: Verifier,
 ) -> None:
     upstream = TestUpstream().start()
     try:
@@ -119,27 +161,46 @@ async def test_deleted_offer_route_gone_after_grace(
         path = f"/services/{name}"
         await eventually(lambda: status_of(verifier, path), until=lambda s: s == 402, timeout=20, what="402")
         await kube.delete(resources.SERVICE_OFFER, name, namespace=namespace)
-        await eventually(lambda: status_of(verifier, path), until=lambda s: s == 503, timeout=10,
-                         interval=0.01, what="guarded right after deletion")
-        await eventually(lambda: status_of(verifier, path), until=lambda s: s == 200, timeout=10,
-                         what="unknown after the guard grace (2 s here)")
+        await eventually(
+            lambda: status_of(verifier, path),
+            until=lambda s: s == 503,
+            timeout=10,
+            interval=0.01,
+            what="guarded right after deletion",
+        )
+        await eventually(
+            lambda: status_of(verifier, path),
+            until=lambda s: s == 200,
+            timeout=10,
+            what="unknown after the guard grace (2 s here)",
+        )
     finally:
         upstream.stop()
 
 
 async def test_invalid_offer_skipped_others_keep_working(
-    kube: Kube, namespace: str, controller: Controller, verifier: Verifier,
+    kube: Kube,
+    namespace: str,
+    controller: Controller,
+    verifier: Verifier,
 ) -> None:
     upstream = TestUpstream().start()
     try:
         good, bad = f"{namespace}-good", f"{namespace}-bad"
         await setup_offer(kube, namespace, good, upstream)
         await setup_offer(kube, namespace, bad, upstream, price={"perRequest": "0.0000001"})
-        await eventually(lambda: status_of(verifier, f"/services/{good}"), until=lambda s: s == 402,
-                         timeout=20, what="good offer priced")
-        obj = await eventually(lambda: kube.get(resources.SERVICE_OFFER, bad, namespace=namespace),
-                               until=lambda o: condition(o, "PaymentGateReady") == ("False", "InvalidPrice"),
-                               timeout=20, what="InvalidPrice")
+        await eventually(
+            lambda: status_of(verifier, f"/services/{good}"),
+            until=lambda s: s == 402,
+            timeout=20,
+            what="good offer priced",
+        )
+        obj = await eventually(
+            lambda: kube.get(resources.SERVICE_OFFER, bad, namespace=namespace),
+            until=lambda o: condition(o, "PaymentGateReady") == ("False", "InvalidPrice"),
+            timeout=20,
+            what="InvalidPrice",
+        )
         assert obj is not None
         assert await status_of(verifier, f"/services/{bad}") == 503
     finally:
@@ -147,29 +208,59 @@ async def test_invalid_offer_skipped_others_keep_working(
 
 
 async def test_pricing_configmap_change_takes_effect_without_restart(
-    kube: Kube, verifier: Verifier,
+    kube: Kube,
+    verifier: Verifier,
 ) -> None:
     from .conftest import PRICING
 
-    await kube.apply(resources.CONFIGMAP, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x402-pricing", "namespace": "x402"},
-        "data": {"pricing.yaml": PRICING.replace("http://127.0.0.1:9", "http://127.0.0.1:4040")}})
-    await eventually(lambda: asyncio.sleep(0, verifier.gate.config.facilitator_url),
-                     until=lambda u: u == "http://127.0.0.1:4040", timeout=10, what="facilitator URL reloaded")
-    await kube.apply(resources.CONFIGMAP, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x402-pricing", "namespace": "x402"},
-        "data": {"pricing.yaml": "chain: not-a-chain\n"}})
+    await kube.apply(
+        resources.CONFIGMAP,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x402-pricing", "namespace": "x402"},
+            "data": {"pricing.yaml": PRICING.replace("http://127.0.0.1:9", "http://127.0.0.1:4040")},
+        },
+    )
+    await eventually(
+        lambda: asyncio.sleep(0, verifier.gate.config.facilitator_url),
+        until=lambda u: u == "http://127.0.0.1:4040",
+        timeout=10,
+        what="facilitator URL reloaded",
+    )
+    await kube.apply(
+        resources.CONFIGMAP,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x402-pricing", "namespace": "x402"},
+            "data": {"pricing.yaml": "chain: not-a-chain\n"},
+        },
+    )
     await asyncio.sleep(1)
     assert verifier.gate.config.facilitator_url == "http://127.0.0.1:4040", "an invalid reload is rejected"
-    await kube.apply(resources.CONFIGMAP, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x402-pricing", "namespace": "x402"},
-        "data": {"pricing.yaml": PRICING}})
-    await eventually(lambda: asyncio.sleep(0, verifier.gate.config.facilitator_url),
-                     until=lambda u: u == "http://127.0.0.1:9", timeout=10, what="restored")
+    await kube.apply(
+        resources.CONFIGMAP,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x402-pricing", "namespace": "x402"},
+            "data": {"pricing.yaml": PRICING},
+        },
+    )
+    await eventually(
+        lambda: asyncio.sleep(0, verifier.gate.config.facilitator_url),
+        until=lambda u: u == "http://127.0.0.1:9",
+        timeout=10,
+        what="restored",
+    )
 
 
 async def test_survives_apiserver_restart_and_resumes_watch(
-    kube: Kube, namespace: str, controller: Controller, verifier: Verifier,
+    kube: Kube,
+    namespace: str,
+    controller: Controller,
+    verifier: Verifier,
     control_plane_handle: ControlPlane | None,
 ) -> None:
     if control_plane_handle is None:
@@ -178,19 +269,33 @@ async def test_survives_apiserver_restart_and_resumes_watch(
     try:
         a, b = f"{namespace}-ra", f"{namespace}-rb"
         await setup_offer(kube, namespace, a, upstream)
-        await eventually(lambda: status_of(verifier, f"/services/{a}"), until=lambda s: s == 402, timeout=20,
-                         what="402 before restart")
+        await eventually(
+            lambda: status_of(verifier, f"/services/{a}"),
+            until=lambda s: s == 402,
+            timeout=20,
+            what="402 before restart",
+        )
         relists = verifier._offers.relists if verifier._offers else 0
         restart = asyncio.create_task(control_plane_handle.restart_apiserver(down_for=3))
         await asyncio.sleep(1)
-        assert await status_of(verifier, f"/services/{a}") == 402, "last table keeps serving during the outage"
+        assert await status_of(verifier, f"/services/{a}") == 402, (
+            "last table keeps serving during the outage"
+        )
         await restart
         await setup_offer(kube, namespace, b, upstream)
-        await eventually(lambda: status_of(verifier, f"/services/{b}"), until=lambda s: s == 402, timeout=30,
-                         what="a new offer is priced after the restart (watch resumed)")
+        await eventually(
+            lambda: status_of(verifier, f"/services/{b}"),
+            until=lambda s: s == 402,
+            timeout=30,
+            what="a new offer is priced after the restart (watch resumed)",
+        )
         await kube.delete(resources.SERVICE_OFFER, a, namespace=namespace)
-        await eventually(lambda: status_of(verifier, f"/services/{a}"), until=lambda s: s == 200, timeout=30,
-                         what="a deletion after the restart is seen")
+        await eventually(
+            lambda: status_of(verifier, f"/services/{a}"),
+            until=lambda s: s == 200,
+            timeout=30,
+            what="a deletion after the restart is seen",
+        )
         print("offer informer lists:", relists, "→", verifier._offers.relists if verifier._offers else 0)
     finally:
         upstream.stop()

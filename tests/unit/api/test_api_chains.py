@@ -8,17 +8,43 @@ from kube402.api import chains
 
 # X402.md section 7, copied by hand: (name, aliases, CAIP-2, USDC contract, EIP-712 name, has a v1 name).
 X402_TABLE = [
-    ("base", ("base-mainnet",), "eip155:8453", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "USD Coin", True),
+    (
+        "base",
+        ("base-mainnet",),
+        "eip155:8453",
+        "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+        "USD Coin",
+        True,
+    ),
     ("base-sepolia", (), "eip155:84532", "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "USDC", True),
     ("ethereum", ("mainnet",), "eip155:1", "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", "USD Coin", True),
-    ("polygon", ("polygon-mainnet",), "eip155:137", "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359", "USD Coin",
-     True),
+    (
+        "polygon",
+        ("polygon-mainnet",),
+        "eip155:137",
+        "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359",
+        "USD Coin",
+        True,
+    ),
     ("polygon-amoy", (), "eip155:80002", "0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582", "USDC", True),
-    ("avalanche", ("avalanche-mainnet",), "eip155:43114", "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E",
-     "USD Coin", True),
+    (
+        "avalanche",
+        ("avalanche-mainnet",),
+        "eip155:43114",
+        "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E",
+        "USD Coin",
+        True,
+    ),
     ("avalanche-fuji", (), "eip155:43113", "0x5425890298aed601595a70AB815c96711a31Bc65", "USD Coin", True),
     ("arbitrum-one", (), "eip155:42161", "0xaf88d065e77c8cC2239327C5EDb3A432268e5831", "USD Coin", False),
-    ("arbitrum-sepolia", (), "eip155:421614", "0x75faf114eafb1BDbe2F0316DF893fd58CE46AA4d", "USD Coin", False),
+    (
+        "arbitrum-sepolia",
+        (),
+        "eip155:421614",
+        "0x75faf114eafb1BDbe2F0316DF893fd58CE46AA4d",
+        "USD Coin",
+        False,
+    ),
 ]
 TESTNETS = {"base-sepolia", "polygon-amoy", "avalanche-fuji", "arbitrum-sepolia"}
 
@@ -30,8 +56,11 @@ class TestTheTableIsPinnedToX402Md:
     def test_the_table_holds_exactly_the_documented_chains(self) -> None:
         assert [c.name for c in chains.CHAINS] == [row[0] for row in X402_TABLE]
 
-    @pytest.mark.parametrize(("name", "aliases", "caip2", "usdc", "eip712", "has_v1"), X402_TABLE,
-                             ids=[row[0] for row in X402_TABLE])
+    @pytest.mark.parametrize(
+        ("name", "aliases", "caip2", "usdc", "eip712", "has_v1"),
+        X402_TABLE,
+        ids=[row[0] for row in X402_TABLE],
+    )
     def test_each_entry_matches_the_document(
         self, name: str, aliases: tuple[str, ...], caip2: str, usdc: str, eip712: str, has_v1: bool
     ) -> None:
@@ -87,9 +116,7 @@ class TestNoKeyIsAmbiguous:
 
 
 class TestUnknownNetworks:
-    @pytest.mark.parametrize(
-        "network", ["solana", "eip155:999999", "eip155:", "base_sepolia", "", "sepolia"]
-    )
+    @pytest.mark.parametrize("network", ["solana", "eip155:999999", "eip155:", "base_sepolia", "", "sepolia"])
     def test_an_unknown_network_raises_with_the_spec_message(self, network: str) -> None:
         with pytest.raises(chains.UnknownNetworkError) as info:
             chains.lookup(network)

@@ -37,12 +37,27 @@ class TestLastTransitionTime:
         assert conds == [c.Condition("Ready", "False", "Reconciling", "m", "2026-03-27T12:00:00Z")]
 
     def test_a_reason_or_message_change_keeps_it(self) -> None:
-        first = c.set_condition([], type=CT.UPSTREAM_HEALTHY, status=False, reason=c.Reason.MISSING_SERVICE,
-                                message="Upstream Service does not exist", now=T0)
-        second = c.set_condition(first, type=CT.UPSTREAM_HEALTHY, status=False, reason=c.Reason.UNHEALTHY,
-                                 message="HTTP 503 from upstream", now=T1)
-        assert second == [c.Condition("UpstreamHealthy", "False", "Unhealthy", "HTTP 503 from upstream",
-                                      "2026-03-27T12:00:00Z")]
+        first = c.set_condition(
+            [],
+            type=CT.UPSTREAM_HEALTHY,
+            status=False,
+            reason=c.Reason.MISSING_SERVICE,
+            message="Upstream Service does not exist",
+            now=T0,
+        )
+        second = c.set_condition(
+            first,
+            type=CT.UPSTREAM_HEALTHY,
+            status=False,
+            reason=c.Reason.UNHEALTHY,
+            message="HTTP 503 from upstream",
+            now=T1,
+        )
+        assert second == [
+            c.Condition(
+                "UpstreamHealthy", "False", "Unhealthy", "HTTP 503 from upstream", "2026-03-27T12:00:00Z"
+            )
+        ]
 
     def test_a_status_flip_moves_it(self) -> None:
         first = c.set_condition([], type=CT.READY, status=False, reason="Reconciling", message="m", now=T0)
@@ -51,7 +66,9 @@ class TestLastTransitionTime:
 
     def test_a_missing_previous_time_is_filled_in(self) -> None:
         previous = [c.Condition("Ready", "True", "Reconciled", "m", "")]
-        conds = c.set_condition(previous, type=CT.READY, status=True, reason="Reconciled", message="m", now=T1)
+        conds = c.set_condition(
+            previous, type=CT.READY, status=True, reason="Reconciled", message="m", now=T1
+        )
         assert conds[0].last_transition_time == "2026-03-27T12:01:30Z"
 
     def test_status_may_be_given_as_enum_or_bool(self) -> None:
@@ -62,8 +79,12 @@ class TestLastTransitionTime:
     @settings(max_examples=300)
     @given(
         updates=st.lists(
-            st.tuples(st.sampled_from(list(CT)), st.sampled_from(["True", "False", "Unknown"]),
-                      st.sampled_from(["A", "B"]), st.sampled_from(["x", "y"])),
+            st.tuples(
+                st.sampled_from(list(CT)),
+                st.sampled_from(["True", "False", "Unknown"]),
+                st.sampled_from(["A", "B"]),
+                st.sampled_from(["x", "y"]),
+            ),
             max_size=30,
         )
     )
@@ -74,8 +95,9 @@ class TestLastTransitionTime:
         model: dict[str, tuple[str, str]] = {}  # type → (status, time of the latest flip)
         for i, (ctype, status, reason, message) in enumerate(updates):
             now = at(i)
-            conds = c.set_condition(conds, type=ctype, status=c.Status(status), reason=reason, message=message,
-                                    now=now)
+            conds = c.set_condition(
+                conds, type=ctype, status=c.Status(status), reason=reason, message=message, now=now
+            )
             if ctype.value not in model or model[ctype.value][0] != status:
                 model[ctype.value] = (status, c.rfc3339(now))
             else:
@@ -87,7 +109,12 @@ class TestLastTransitionTime:
 class TestOrder:
     def test_the_spec_order(self) -> None:
         assert [t.value for t in c.ORDER] == [
-            "ModelReady", "UpstreamHealthy", "PaymentGateReady", "RoutePublished", "Registered", "Ready",
+            "ModelReady",
+            "UpstreamHealthy",
+            "PaymentGateReady",
+            "RoutePublished",
+            "Registered",
+            "Ready",
         ]
 
     @settings(max_examples=200)
@@ -115,11 +142,18 @@ class TestOrder:
 
 class TestRawConversion:
     def test_round_trip(self) -> None:
-        conds = [c.Condition("ModelReady", "True", "Skipped", "m", "2026-01-01T00:00:00Z"),
-                 c.Condition("Ready", "False", "Reconciling", "n", "2026-01-02T00:00:00Z")]
+        conds = [
+            c.Condition("ModelReady", "True", "Skipped", "m", "2026-01-01T00:00:00Z"),
+            c.Condition("Ready", "False", "Reconciling", "n", "2026-01-02T00:00:00Z"),
+        ]
         raw = c.to_raw(conds)
-        assert raw[0] == {"type": "ModelReady", "status": "True", "reason": "Skipped", "message": "m",
-                          "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        assert raw[0] == {
+            "type": "ModelReady",
+            "status": "True",
+            "reason": "Skipped",
+            "message": "m",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
         assert c.from_raw(raw) == conds
 
     @pytest.mark.parametrize("raw", [None, "x", 3, {"type": "Ready"}], ids=repr)
@@ -136,16 +170,20 @@ class TestRawConversion:
         assert c.find(conds, "ModelReady") is None
 
 
-BASE = (c.Condition("ModelReady", "True", "Skipped", "m", "2026-01-01T00:00:00Z"),
-        c.Condition("Ready", "True", "Reconciled", "ok", "2026-01-01T00:00:00Z"))
+BASE = (
+    c.Condition("ModelReady", "True", "Skipped", "m", "2026-01-01T00:00:00Z"),
+    c.Condition("Ready", "True", "Reconciled", "ok", "2026-01-01T00:00:00Z"),
+)
 
 
 class TestSemanticEquality:
     base: ClassVar[list[c.Condition]] = list(BASE)
 
     def test_times_and_order_do_not_matter(self) -> None:
-        other = [c.Condition("Ready", "True", "Reconciled", "ok", "2030-01-01T00:00:00Z"),
-                 c.Condition("ModelReady", "True", "Skipped", "m", "")]
+        other = [
+            c.Condition("Ready", "True", "Reconciled", "ok", "2030-01-01T00:00:00Z"),
+            c.Condition("ModelReady", "True", "Skipped", "m", ""),
+        ]
         assert c.semantically_equal(self.base, other)
 
     @pytest.mark.parametrize("field", ["status", "reason", "message", "type"])

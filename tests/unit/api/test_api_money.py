@@ -42,9 +42,7 @@ def near_misses() -> st.SearchStrategy[str]:
     edits = st.sampled_from(
         ["\n", " ", "+", "-", "e3", "E-2", ".", "0", "1", "_", "\t", "٣", "x", ".5", "00"]
     )
-    return st.builds(
-        lambda p, e, front: e + p if front else p + e, valid_prices, edits, st.booleans()
-    )
+    return st.builds(lambda p, e, front: e + p if front else p + e, valid_prices, edits, st.booleans())
 
 
 # -- parse_price: exactly the CRD pattern ------------------------------------------------------------------
@@ -94,9 +92,7 @@ class TestParsePriceAcceptsExactlyTheCrdPattern:
         with pytest.raises(money.InvalidPriceError):
             money.parse_price(text)
 
-    @pytest.mark.parametrize(
-        "value", [0.001, 1, None, Decimal("0.001"), b"0.001", ["0.001"]], ids=repr
-    )
+    @pytest.mark.parametrize("value", [0.001, 1, None, Decimal("0.001"), b"0.001", ["0.001"]], ids=repr)
     def test_non_strings_are_rejected_even_when_numeric(self, value: object) -> None:
         with pytest.raises(money.InvalidPriceError, match="must be a decimal string"):
             money.parse_price(value, field="perRequest")
@@ -152,8 +148,16 @@ class TestAtomicRoundTrip:
 
     @pytest.mark.parametrize(
         ("amount", "decimals", "text"),
-        [(1000, 6, "0.001"), (1, 6, "0.000001"), (1_000_000, 6, "1"), (0, 6, "0"), (1230, 0, "1230"),
-         (10**18, 18, "1"), (1, 18, "0.000000000000000001"), (249, 6, "0.000249")],
+        [
+            (1000, 6, "0.001"),
+            (1, 6, "0.000001"),
+            (1_000_000, 6, "1"),
+            (0, 6, "0"),
+            (1230, 0, "1230"),
+            (10**18, 18, "1"),
+            (1, 18, "0.000000000000000001"),
+            (249, 6, "0.000249"),
+        ],
     )
     def test_format_atomic_examples(self, amount: int, decimals: int, text: str) -> None:
         assert money.format_atomic(amount, decimals=decimals) == text
@@ -169,7 +173,8 @@ class TestPerRequestIsExact:
         scaled = Fraction(text) * 10**decimals
         if scaled.denominator != 1:
             with pytest.raises(
-                money.InvalidPriceError, match=re.escape(f"perRequest {text} has more than {decimals} decimal")
+                money.InvalidPriceError,
+                match=re.escape(f"perRequest {text} has more than {decimals} decimal"),
             ):
                 money.per_request_charge({"perRequest": text}, decimals=decimals)
         elif scaled == 0:
@@ -229,15 +234,18 @@ class TestWhichFieldIsCharged:
 
     @PROPERTY
     @given(
-        present=st.lists(st.sampled_from(["perRequest", "perMTok", "perHour", "perEpoch"]), min_size=1,
-                         unique=True),
+        present=st.lists(
+            st.sampled_from(["perRequest", "perMTok", "perHour", "perEpoch"]), min_size=1, unique=True
+        ),
         value=st.sampled_from(["1", "2.5", "1000", "0.12"]),
     )
     def test_the_first_present_field_wins(self, present: list[str], value: str) -> None:
-        price = {f: value for f in present}
+        price = dict.fromkeys(present, value)
         chargeable = [f for f in self.fields if f in price]
         if not chargeable:
-            with pytest.raises(money.InvalidPriceError, match="perEpoch pricing is not chargeable per request"):
+            with pytest.raises(
+                money.InvalidPriceError, match="perEpoch pricing is not chargeable per request"
+            ):
                 money.per_request_charge(price, decimals=6)
             return
         charge = money.per_request_charge(price, decimals=6)
@@ -296,8 +304,12 @@ def test_the_money_module_contains_no_float() -> None:
         if (isinstance(node, ast.Constant) and isinstance(node.value, float))
         or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float")
         or (isinstance(node, ast.Name) and node.id == "float")
-        or (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
-            and not any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Fraction"
-                        for n in ast.walk(node)))
+        or (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and not any(
+                isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Fraction" for n in ast.walk(node)
+            )
+        )
     ]
     assert floats == []

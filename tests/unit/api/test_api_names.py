@@ -81,7 +81,9 @@ class TestChildNames:
         assert names.label_value(long) == "d" * 54 + md5_tag(long)
 
     @pytest.mark.parametrize(
-        "make", [names.middleware_name, names.httproute_name, names.registration_name], ids=lambda f: f.__name__
+        "make",
+        [names.middleware_name, names.httproute_name, names.registration_name],
+        ids=lambda f: f.__name__,
     )
     def test_long_offer_names_fit_253(self, make: object) -> None:
         assert len(make("o" * 253)) == 253  # type: ignore[operator]
@@ -107,7 +109,17 @@ class TestIsPaused:
     def test_any_other_value_does_not_pause(self, value: str) -> None:
         assert not names.is_paused({names.ANNOTATION_PAUSED: value})
 
-    @pytest.mark.parametrize("annotations", [None, {}, {"obol.org/pause": "true"}, {names.ANNOTATION_PAUSED: True},
-                                             "obol.org/paused=true", [names.ANNOTATION_PAUSED]], ids=repr)
+    @pytest.mark.parametrize(
+        "annotations",
+        [
+            None,
+            {},
+            {"obol.org/pause": "true"},
+            {names.ANNOTATION_PAUSED: True},
+            "obol.org/paused=true",
+            [names.ANNOTATION_PAUSED],
+        ],
+        ids=repr,
+    )
     def test_absence_or_garbage_does_not_pause(self, annotations: object) -> None:
         assert not names.is_paused(annotations)

@@ -14,7 +14,9 @@ from kube402.api import names, v1alpha1
 PAY_TO = "0x" + "cd" * 20
 
 
-def parse(spec: dict[str, Any], *, name: str = "demo", namespace: str = "shop", **meta: Any) -> v1alpha1.ServiceOffer:
+def parse(
+    spec: dict[str, Any], *, name: str = "demo", namespace: str = "shop", **meta: Any
+) -> v1alpha1.ServiceOffer:
     return v1alpha1.ServiceOffer.from_dict(
         {"metadata": {"name": name, "namespace": namespace, **meta}, "spec": spec}
     )
@@ -24,22 +26,40 @@ FULL = {
     "apiVersion": "obol.org/v1alpha1",
     "kind": "ServiceOffer",
     "metadata": {
-        "name": "flow-qwen", "namespace": "llm", "uid": "u-1", "generation": 3, "resourceVersion": "42",
-        "creationTimestamp": "2026-01-01T00:00:00Z", "annotations": {"obol.org/paused": "false", "n": 5},
-        "labels": {"a": "b"}, "finalizers": ["monetize.obol.org/finalizer", 7],
+        "name": "flow-qwen",
+        "namespace": "llm",
+        "uid": "u-1",
+        "generation": 3,
+        "resourceVersion": "42",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+        "annotations": {"obol.org/paused": "false", "n": 5},
+        "labels": {"a": "b"},
+        "finalizers": ["monetize.obol.org/finalizer", 7],
     },
     "spec": {
         "type": "inference",
         "model": {"name": "qwen3:0.6b", "runtime": "ollama"},
         "upstream": {"service": "ollama", "namespace": "models", "port": 11434, "healthPath": "/api/tags"},
-        "payment": {"scheme": "exact", "network": "base", "payTo": PAY_TO, "maxTimeoutSeconds": 600,
-                    "price": {"perMTok": "0.5"}},
+        "payment": {
+            "scheme": "exact",
+            "network": "base",
+            "payTo": PAY_TO,
+            "maxTimeoutSeconds": 600,
+            "price": {"perMTok": "0.5"},
+        },
         "path": "/llm/qwen/",
         "gateMode": "proxy",
-        "registration": {"enabled": True, "name": "Qwen", "description": "d", "image": "i",
-                         "services": [{"name": "web", "endpoint": "https://x"}, "junk"],
-                         "skills": ["a/b", 1], "domains": ["c"], "supportedTrust": ["reputation"],
-                         "metadata": {"k": "v", "bad": 1}},
+        "registration": {
+            "enabled": True,
+            "name": "Qwen",
+            "description": "d",
+            "image": "i",
+            "services": [{"name": "web", "endpoint": "https://x"}, "junk"],
+            "skills": ["a/b", 1],
+            "domains": ["c"],
+            "supportedTrust": ["reputation"],
+            "metadata": {"k": "v", "bad": 1},
+        },
         "provenance": {"framework": "torch", "paramCount": 600},
     },
     "status": {"agentId": "0", "conditions": [{"type": "Ready", "status": "True"}]},
@@ -50,9 +70,15 @@ class TestFullManifest:
     def test_every_field_is_read(self) -> None:
         o = v1alpha1.ServiceOffer.from_dict(FULL)
         assert o.metadata == v1alpha1.Metadata(
-            namespace="llm", name="flow-qwen", uid="u-1", generation=3, resource_version="42",
-            creation_timestamp="2026-01-01T00:00:00Z", annotations={"obol.org/paused": "false"},
-            labels={"a": "b"}, finalizers=("monetize.obol.org/finalizer",),
+            namespace="llm",
+            name="flow-qwen",
+            uid="u-1",
+            generation=3,
+            resource_version="42",
+            creation_timestamp="2026-01-01T00:00:00Z",
+            annotations={"obol.org/paused": "false"},
+            labels={"a": "b"},
+            finalizers=("monetize.obol.org/finalizer",),
         )
         assert o.metadata.key == ("llm", "flow-qwen")
         assert o.type == "inference" and o.model == v1alpha1.Model("qwen3:0.6b", "ollama")
@@ -79,17 +105,43 @@ class TestFullManifest:
 
     def test_offer_manifest_round_trips_through_from_dict(self) -> None:
         raw = v1alpha1.offer_manifest(
-            "demo", namespace="shop", upstream="web", pay_to=PAY_TO, upstream_namespace="web-ns", port=8080,
-            network="base", price={"perHour": "1"}, health_path="/ready", type="http", path="/p",
-            gate_mode="proxy", max_timeout_seconds=60, annotations={names.ANNOTATION_PAUSED: "true"},
+            "demo",
+            namespace="shop",
+            upstream="web",
+            pay_to=PAY_TO,
+            upstream_namespace="web-ns",
+            port=8080,
+            network="base",
+            price={"perHour": "1"},
+            health_path="/ready",
+            type="http",
+            path="/p",
+            gate_mode="proxy",
+            max_timeout_seconds=60,
+            annotations={names.ANNOTATION_PAUSED: "true"},
         )
         assert raw["apiVersion"] == "obol.org/v1alpha1" and raw["kind"] == "ServiceOffer"
         o = v1alpha1.ServiceOffer.from_dict(raw)
         assert (o.name, o.namespace, o.upstream.service, o.upstream_namespace, o.upstream_port) == (
-            "demo", "shop", "web", "web-ns", 8080)
-        assert (o.payment.network, o.payment.pay_to, dict(o.payment.price), o.payment.max_timeout_seconds) == (
-            "base", PAY_TO, {"perHour": "1"}, 60)
-        assert (o.health_path, o.type, o.path, o.gate_mode, o.paused) == ("/ready", "http", "/p", "proxy", True)
+            "demo",
+            "shop",
+            "web",
+            "web-ns",
+            8080,
+        )
+        assert (
+            o.payment.network,
+            o.payment.pay_to,
+            dict(o.payment.price),
+            o.payment.max_timeout_seconds,
+        ) == ("base", PAY_TO, {"perHour": "1"}, 60)
+        assert (o.health_path, o.type, o.path, o.gate_mode, o.paused) == (
+            "/ready",
+            "http",
+            "/p",
+            "proxy",
+            True,
+        )
 
     def test_offer_manifest_sends_only_what_the_caller_decided(self) -> None:
         raw = v1alpha1.offer_manifest("demo", namespace="shop", upstream="web", pay_to=PAY_TO)
@@ -116,7 +168,9 @@ class TestEffectiveValues:
         assert parse({"upstream": {}}).upstream_namespace == "shop"
         assert parse({"upstream": {"namespace": "models"}}).upstream_namespace == "models"
 
-    @pytest.mark.parametrize(("port", "effective"), [(None, 11434), (8080, 8080), ("8080", 11434), (True, 11434)])
+    @pytest.mark.parametrize(
+        ("port", "effective"), [(None, 11434), (8080, 8080), ("8080", 11434), (True, 11434)]
+    )
     def test_port(self, port: object, effective: int) -> None:
         up = {} if port is None else {"port": port}
         assert parse({"upstream": up}).upstream_port == effective
@@ -167,21 +221,53 @@ json_values = st.recursive(
 
 def garbage_offer() -> st.SearchStrategy[dict[str, Any]]:
     """Real keys with arbitrary JSON values at every level."""
-    def section(keys: list[str]) -> st.SearchStrategy[Any]:
-        return json_values | st.fixed_dictionaries({}, optional={k: json_values for k in keys})
 
-    spec = st.fixed_dictionaries({}, optional={
-        "type": json_values, "model": section(["name", "runtime"]),
-        "upstream": section(["service", "namespace", "port", "healthPath"]),
-        "payment": section(["scheme", "network", "payTo", "maxTimeoutSeconds", "price"]),
-        "path": json_values, "gateMode": json_values, "provenance": json_values, "status": json_values,
-        "registration": section(["enabled", "name", "description", "image", "services", "skills", "domains",
-                                 "supportedTrust", "metadata"]),
-    })
-    meta = section(["name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp",
-                    "deletionTimestamp", "annotations", "labels", "finalizers"])
-    return st.fixed_dictionaries({}, optional={"metadata": meta, "spec": spec | json_values,
-                                               "status": json_values})
+    def section(keys: list[str]) -> st.SearchStrategy[Any]:
+        return json_values | st.fixed_dictionaries({}, optional=dict.fromkeys(keys, json_values))
+
+    spec = st.fixed_dictionaries(
+        {},
+        optional={
+            "type": json_values,
+            "model": section(["name", "runtime"]),
+            "upstream": section(["service", "namespace", "port", "healthPath"]),
+            "payment": section(["scheme", "network", "payTo", "maxTimeoutSeconds", "price"]),
+            "path": json_values,
+            "gateMode": json_values,
+            "provenance": json_values,
+            "status": json_values,
+            "registration": section(
+                [
+                    "enabled",
+                    "name",
+                    "description",
+                    "image",
+                    "services",
+                    "skills",
+                    "domains",
+                    "supportedTrust",
+                    "metadata",
+                ]
+            ),
+        },
+    )
+    meta = section(
+        [
+            "name",
+            "namespace",
+            "uid",
+            "generation",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "annotations",
+            "labels",
+            "finalizers",
+        ]
+    )
+    return st.fixed_dictionaries(
+        {}, optional={"metadata": meta, "spec": spec | json_values, "status": json_values}
+    )
 
 
 class TestTolerantParsing:
@@ -205,21 +291,34 @@ class TestTolerantParsing:
         assert isinstance(o.metadata.generation, int)
 
     @settings(max_examples=200)
-    @given(raw=st.fixed_dictionaries({}, optional={"metadata": json_values, "spec": json_values,
-                                                   "status": json_values}))
+    @given(
+        raw=st.fixed_dictionaries(
+            {}, optional={"metadata": json_values, "spec": json_values, "status": json_values}
+        )
+    )
     def test_registration_request_from_dict_never_raises(self, raw: dict[str, Any]) -> None:
         rr = v1alpha1.RegistrationRequest.from_dict(raw)
         assert isinstance(rr.service_offer_name, str) and isinstance(rr.desired_state, str)
 
 
 def test_registration_request_fields() -> None:
-    rr = v1alpha1.RegistrationRequest.from_dict({
-        "metadata": {"name": "so-demo-registration", "namespace": "shop"},
-        "spec": {"serviceOfferName": "demo", "serviceOfferNamespace": "shop", "desiredState": "Active",
-                 "chain": "base-sepolia"},
-        "status": {"phase": "Registered"},
-    })
+    rr = v1alpha1.RegistrationRequest.from_dict(
+        {
+            "metadata": {"name": "so-demo-registration", "namespace": "shop"},
+            "spec": {
+                "serviceOfferName": "demo",
+                "serviceOfferNamespace": "shop",
+                "desiredState": "Active",
+                "chain": "base-sepolia",
+            },
+            "status": {"phase": "Registered"},
+        }
+    )
     assert (rr.service_offer_name, rr.service_offer_namespace, rr.desired_state, rr.chain) == (
-        "demo", "shop", "Active", "base-sepolia")
+        "demo",
+        "shop",
+        "Active",
+        "base-sepolia",
+    )
     assert rr.status == {"phase": "Registered"}
     assert rr.metadata.key == ("shop", "so-demo-registration")

@@ -33,8 +33,20 @@ def crd_accepts_path(path: str) -> bool:
 class TestPathProblem:
     @pytest.mark.parametrize(
         "path",
-        ["", "/services/demo", "/services/demo/", "/v1.2/chat", "/a..b", "/.hidden", "/a_b-c/D9",
-         "/.well-knownx", "/skill.md/x", "/skill.mdx", "/api/services.json.bak", "/api"],
+        [
+            "",
+            "/services/demo",
+            "/services/demo/",
+            "/v1.2/chat",
+            "/a..b",
+            "/.hidden",
+            "/a_b-c/D9",
+            "/.well-knownx",
+            "/skill.md/x",
+            "/skill.mdx",
+            "/api/services.json.bak",
+            "/api",
+        ],
     )
     def test_acceptable_paths(self, path: str) -> None:
         assert validation.path_problem(path) is None
@@ -73,12 +85,15 @@ class TestPathProblem:
         assert validation.path_problem(path) is not None
 
     @settings(max_examples=1000)
-    @given(path=st.one_of(
-        st.text(alphabet="/._-aZ9", max_size=24).map(lambda s: "/" + s),
-        st.text(alphabet="/._-a", max_size=24),
-        st.sampled_from(["/skill.md", "/api/services.json", "/.well-known"]).flatmap(
-            lambda base: st.text(alphabet="/.ax", max_size=6).map(lambda tail: base + tail)),
-    ))
+    @given(
+        path=st.one_of(
+            st.text(alphabet="/._-aZ9", max_size=24).map(lambda s: "/" + s),
+            st.text(alphabet="/._-a", max_size=24),
+            st.sampled_from(["/skill.md", "/api/services.json", "/.well-known"]).flatmap(
+                lambda base: st.text(alphabet="/.ax", max_size=6).map(lambda tail: base + tail)
+            ),
+        )
+    )
     @example(path="/a/.")
     @example(path="/.well-known")
     def test_it_agrees_with_the_crd_rules(self, path: str) -> None:
@@ -91,8 +106,13 @@ def offer(**spec_overrides: Any) -> v1alpha1.ServiceOffer:
     spec: dict[str, Any] = {
         "type": "http",
         "upstream": {"service": "qwen", "namespace": "llm", "port": 8080, "healthPath": "/health"},
-        "payment": {"scheme": "exact", "network": "base-sepolia", "payTo": PAY_TO, "maxTimeoutSeconds": 300,
-                    "price": {"perRequest": "0.001"}},
+        "payment": {
+            "scheme": "exact",
+            "network": "base-sepolia",
+            "payTo": PAY_TO,
+            "maxTimeoutSeconds": 300,
+            "price": {"perRequest": "0.001"},
+        },
         "gateMode": "forwardAuth",
     }
     for dotted, value in spec_overrides.items():
@@ -143,18 +163,26 @@ class TestSpecProblems:
             pytest.param({"upstream__namespace": "llm\n"}, "upstream.namespace", id="namespace with newline"),
             pytest.param({"upstream__port": 65536}, "upstream.port", id="port too high"),
             pytest.param({"upstream__port": -1}, "upstream.port", id="negative port"),
-            pytest.param({"upstream__healthPath": "health"}, "upstream.healthPath", id="relative health path"),
-            pytest.param({"upstream__healthPath": "/a/../b"}, "upstream.healthPath", id="health path with .."),
+            pytest.param(
+                {"upstream__healthPath": "health"}, "upstream.healthPath", id="relative health path"
+            ),
+            pytest.param(
+                {"upstream__healthPath": "/a/../b"}, "upstream.healthPath", id="health path with .."
+            ),
             pytest.param({"payment__scheme": "upto"}, "payment.scheme", id="scheme upto"),
             pytest.param({"payment__payTo": "0x1234"}, "payment.payTo", id="short payTo"),
             pytest.param({"payment__payTo": "ab" * 21}, "payment.payTo", id="payTo without 0x"),
             pytest.param({"payment__payTo": PAY_TO + "\n"}, "payment.payTo", id="payTo with newline"),
             pytest.param({"payment__maxTimeoutSeconds": 29}, "payment.maxTimeoutSeconds", id="timeout 29"),
-            pytest.param({"payment__maxTimeoutSeconds": 86401}, "payment.maxTimeoutSeconds", id="timeout 86401"),
+            pytest.param(
+                {"payment__maxTimeoutSeconds": 86401}, "payment.maxTimeoutSeconds", id="timeout 86401"
+            ),
             pytest.param({"gateMode": "direct"}, "gateMode", id="unknown gate mode"),
         ],
     )
-    def test_each_violation_is_reported_once_naming_its_field(self, overrides: dict[str, Any], field: str) -> None:
+    def test_each_violation_is_reported_once_naming_its_field(
+        self, overrides: dict[str, Any], field: str
+    ) -> None:
         problems = validation.spec_problems(offer(**overrides))
         assert len(problems) == 1, problems
         assert problems[0].startswith(field + " ")

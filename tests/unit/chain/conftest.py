@@ -12,8 +12,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 
-
-
 def load_compile_driver() -> ModuleType:
     """hack/compile_contracts.py as a module (hack/ is not a package)."""
     name = "kube402_hack_compile_contracts"

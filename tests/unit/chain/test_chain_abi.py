@@ -57,10 +57,15 @@ def test_registry_selectors_are_erc8004s(signature: str, selector: str) -> None:
 
 @pytest.mark.parametrize(("event", "topic"), ERC8004_TOPICS.items())
 def test_registry_event_topics_are_erc8004s(event: str, topic: str) -> None:
-    (abi,) = [e for e in artifacts.load(artifacts.REGISTRY).abi if e["type"] == "event" and e["name"] == event]
+    (abi,) = [
+        e for e in artifacts.load(artifacts.REGISTRY).abi if e["type"] == "event" and e["name"] == event
+    ]
     assert event_abi_to_log_topic(abi).hex() == topic  # type: ignore[arg-type]
-    constant = {"Registered": registry.REGISTERED_TOPIC, "URIUpdated": registry.URI_UPDATED_TOPIC,
-                "MetadataSet": registry.METADATA_SET_TOPIC}[event]
+    constant = {
+        "Registered": registry.REGISTERED_TOPIC,
+        "URIUpdated": registry.URI_UPDATED_TOPIC,
+        "MetadataSet": registry.METADATA_SET_TOPIC,
+    }[event]
     assert constant.hex() == topic
 
 
@@ -68,10 +73,22 @@ def test_registry_event_shapes_match_the_eip() -> None:
     events = {e["name"]: e for e in artifacts.load(artifacts.REGISTRY).abi if e["type"] == "event"}
     shape = {n: [(i["name"], i["type"], i["indexed"]) for i in events[n]["inputs"]] for n in ERC8004_TOPICS}
     assert shape == {
-        "Registered": [("agentId", "uint256", True), ("agentURI", "string", False), ("owner", "address", True)],
-        "URIUpdated": [("agentId", "uint256", True), ("newURI", "string", False), ("updatedBy", "address", True)],
-        "MetadataSet": [("agentId", "uint256", True), ("indexedMetadataKey", "string", True),
-                        ("metadataKey", "string", False), ("metadataValue", "bytes", False)],
+        "Registered": [
+            ("agentId", "uint256", True),
+            ("agentURI", "string", False),
+            ("owner", "address", True),
+        ],
+        "URIUpdated": [
+            ("agentId", "uint256", True),
+            ("newURI", "string", False),
+            ("updatedBy", "address", True),
+        ],
+        "MetadataSet": [
+            ("agentId", "uint256", True),
+            ("indexedMetadataKey", "string", True),
+            ("metadataKey", "string", False),
+            ("metadataValue", "bytes", False),
+        ],
     }
 
 
@@ -88,9 +105,13 @@ def test_typehashes_are_usdcs(name: str, value: str) -> None:
 def test_token_abi_has_fiattoken_events() -> None:
     events = {e["name"]: e for e in artifacts.load(artifacts.TOKEN).abi if e["type"] == "event"}
     assert event_abi_to_log_topic(events["Transfer"]).hex() == (  # type: ignore[arg-type]
-        Web3.keccak(text="Transfer(address,address,uint256)").hex())
+        Web3.keccak(text="Transfer(address,address,uint256)").hex()
+    )
     for name in ("AuthorizationUsed", "AuthorizationCanceled"):
-        assert [(i["type"], i["indexed"]) for i in events[name]["inputs"]] == [("address", True), ("bytes32", True)]
+        assert [(i["type"], i["indexed"]) for i in events[name]["inputs"]] == [
+            ("address", True),
+            ("bytes32", True),
+        ]
 
 
 def test_set_metadata_calldata_comes_from_the_abi_encoder() -> None:
@@ -103,8 +124,14 @@ def test_set_metadata_calldata_comes_from_the_abi_encoder() -> None:
 
 def test_domain_separator_equals_eth_accounts_domain_hash() -> None:
     domain = token.Domain("USDC", "2", 84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e")
-    auth = token.Authorization(from_="0x" + "11" * 20, to="0x" + "22" * 20, value=1000, valid_after=0,
-                               valid_before=2**32, nonce=b"\x33" * 32)
+    auth = token.Authorization(
+        from_="0x" + "11" * 20,
+        to="0x" + "22" * 20,
+        value=1000,
+        valid_after=0,
+        valid_before=2**32,
+        nonce=b"\x33" * 32,
+    )
     signable = encode_typed_data(full_message=auth.typed_data(domain))
     assert signable.header == domain.separator()
     assert token.Domain("USD Coin", "2", 84532, domain.verifying_contract).separator() != domain.separator()
@@ -117,7 +144,9 @@ def test_parse_registered_reads_id_owner_and_uri_and_ignores_other_emitters() ->
         "address": reg,
         "topics": [registry.REGISTERED_TOPIC, (42).to_bytes(32, "big"), bytes(12) + bytes.fromhex(owner[2:])],
         "data": bytes.fromhex("20".rjust(64, "0") + "3".rjust(64, "0") + b"abc".hex().ljust(64, "0")),
-        "transactionHash": b"\xaa" * 32, "blockNumber": 5, "logIndex": 1,
+        "transactionHash": b"\xaa" * 32,
+        "blockNumber": 5,
+        "logIndex": 1,
     }
     (event,) = registry.parse_registered([log, {**log, "address": "0x" + "99" * 20}], registry=reg)
     assert (event.agent_id, event.owner, event.agent_uri, event.block_number) == (42, owner, "abc", 5)

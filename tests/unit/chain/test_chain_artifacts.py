@@ -49,7 +49,7 @@ def test_immutables_are_masked_when_matching_deployed_code() -> None:
     assert registry.immutables, "OpenZeppelin's EIP712 keeps its cache in immutables"
     start, length = registry.immutables[0]
     code = bytearray(registry.deployed_bytecode)
-    code[start:start + length] = b"\x11" * length
+    code[start : start + length] = b"\x11" * length
     assert registry.matches_runtime(bytes(code))
     code[start + length] ^= 0xFF
     assert not registry.matches_runtime(bytes(code))

@@ -42,7 +42,7 @@ def test_dev_accounts_come_from_the_public_test_mnemonic() -> None:
 
 
 def test_canonical_addresses_are_base_sepolias() -> None:
-    assert devchain.BASE_SEPOLIA_USDC == chains.lookup("base-sepolia").usdc
-    assert devchain.BASE_SEPOLIA_IDENTITY_REGISTRY == chains.identity_registry(84532)
+    assert chains.lookup("base-sepolia").usdc == devchain.BASE_SEPOLIA_USDC
+    assert chains.identity_registry(84532) == devchain.BASE_SEPOLIA_IDENTITY_REGISTRY
     assert chains.lookup("base-sepolia").eip712_name == devchain.USDC_NAME
     assert token.Domain(devchain.USDC_NAME, "2", 84532, devchain.BASE_SEPOLIA_USDC).separator()

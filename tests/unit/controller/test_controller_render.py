@@ -35,8 +35,15 @@ def make_offer(
     port: int | None = 8080,
 ) -> v1alpha1.ServiceOffer:
     raw = v1alpha1.offer_manifest(
-        name, namespace=namespace, upstream="web", pay_to=PAY_TO, upstream_namespace=upstream_namespace,
-        port=port, gate_mode=gate_mode, max_timeout_seconds=max_timeout_seconds, path=path,
+        name,
+        namespace=namespace,
+        upstream="web",
+        pay_to=PAY_TO,
+        upstream_namespace=upstream_namespace,
+        port=port,
+        gate_mode=gate_mode,
+        max_timeout_seconds=max_timeout_seconds,
+        path=path,
     )
     raw["metadata"]["uid"] = "0b5e1f7c-offer-uid"
     return v1alpha1.ServiceOffer.from_dict(raw)
@@ -92,13 +99,21 @@ class TestRequestTimeout:
         ("max_timeout", "timeout"),
         [(1, None), (30, None), (31, "151s"), (300, "420s"), (600, "720s"), (86400, "86520s")],
     )
-    def test_max_timeout_plus_two_minutes_above_thirty_seconds(self, max_timeout: int, timeout: str | None) -> None:
+    def test_max_timeout_plus_two_minutes_above_thirty_seconds(
+        self, max_timeout: int, timeout: str | None
+    ) -> None:
         assert render.request_timeout(max_timeout) == timeout
 
     @pytest.mark.parametrize("mode", ["forwardAuth", "proxy"])
-    @pytest.mark.parametrize(("max_timeout", "timeout"), [(30, None), (None, "420s"), (300, "420s"), (600, "720s")])
-    def test_the_route_carries_it_in_both_modes(self, mode: str, max_timeout: int | None, timeout: str | None) -> None:
-        route = render.httproute(make_offer(gate_mode=mode, max_timeout_seconds=max_timeout), settings=SETTINGS)
+    @pytest.mark.parametrize(
+        ("max_timeout", "timeout"), [(30, None), (None, "420s"), (300, "420s"), (600, "720s")]
+    )
+    def test_the_route_carries_it_in_both_modes(
+        self, mode: str, max_timeout: int | None, timeout: str | None
+    ) -> None:
+        route = render.httproute(
+            make_offer(gate_mode=mode, max_timeout_seconds=max_timeout), settings=SETTINGS
+        )
         rule = route["spec"]["rules"][0]
         if timeout is None:
             assert "timeouts" not in rule
@@ -110,7 +125,11 @@ class TestForwardAuthRoute:
     def test_extension_ref_runs_before_the_rewrite(self) -> None:
         rule = render.httproute(make_offer(), settings=SETTINGS)["spec"]["rules"][0]
         assert [f["type"] for f in rule["filters"]] == ["ExtensionRef", "URLRewrite"]
-        assert rule["filters"][0]["extensionRef"] == {"group": "traefik.io", "kind": "Middleware", "name": "x402-demo"}
+        assert rule["filters"][0]["extensionRef"] == {
+            "group": "traefik.io",
+            "kind": "Middleware",
+            "name": "x402-demo",
+        }
 
     def test_it_matches_the_effective_path(self) -> None:
         rule = render.httproute(make_offer(path="/llm/qwen/"), settings=SETTINGS)["spec"]["rules"][0]
@@ -128,10 +147,12 @@ class TestForwardAuthRoute:
     def test_the_middleware_points_at_the_configured_verifier(self) -> None:
         settings = Settings(identity="t", verifier_address="http://v.example:9/verify")
         mw = render.middleware(make_offer(), settings=settings)
-        assert mw["spec"] == {"forwardAuth": {
-            "address": "http://v.example:9/verify",
-            "authResponseHeaders": ["X-Payment-Status", "X-Payment-Tx", "Authorization"],
-        }}
+        assert mw["spec"] == {
+            "forwardAuth": {
+                "address": "http://v.example:9/verify",
+                "authResponseHeaders": ["X-Payment-Status", "X-Payment-Tx", "Authorization"],
+            }
+        }
 
     def test_same_namespace_upstream_needs_no_grant(self) -> None:
         route = render.route_objects(make_offer(upstream_namespace="shop"), settings=SETTINGS)
@@ -172,14 +193,23 @@ class TestProxyMode:
 class TestMetadata:
     def test_same_namespace_children_carry_a_controller_owner_reference(self) -> None:
         offer = make_offer()
-        for obj in render.gate_objects(offer, settings=SETTINGS) + render.route_objects(offer, settings=SETTINGS):
+        for obj in render.gate_objects(offer, settings=SETTINGS) + render.route_objects(
+            offer, settings=SETTINGS
+        ):
             assert obj["metadata"]["namespace"] == "shop"
-            assert obj["metadata"]["ownerReferences"] == [{
-                "apiVersion": "obol.org/v1alpha1", "kind": "ServiceOffer", "name": "demo",
-                "uid": "0b5e1f7c-offer-uid", "controller": True, "blockOwnerDeletion": True,
-            }]
+            assert obj["metadata"]["ownerReferences"] == [
+                {
+                    "apiVersion": "obol.org/v1alpha1",
+                    "kind": "ServiceOffer",
+                    "name": "demo",
+                    "uid": "0b5e1f7c-offer-uid",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
             assert obj["metadata"]["labels"] == {
-                "obol.org/managed-by": "serviceoffer-controller", "obol.org/serviceoffer": "demo",
+                "obol.org/managed-by": "serviceoffer-controller",
+                "obol.org/serviceoffer": "demo",
             }
 
     def test_foreign_namespace_grants_have_no_owner_and_name_the_offer_namespace(self) -> None:
@@ -187,7 +217,8 @@ class TestMetadata:
         grant = objects_by_kind(render.route_objects(offer, settings=SETTINGS))["ReferenceGrant"]
         assert "ownerReferences" not in grant["metadata"]
         assert grant["metadata"]["labels"] == {
-            "obol.org/managed-by": "serviceoffer-controller", "obol.org/serviceoffer": "demo",
+            "obol.org/managed-by": "serviceoffer-controller",
+            "obol.org/serviceoffer": "demo",
             "obol.org/serviceoffer-namespace": "shop",
         }
 
@@ -195,7 +226,9 @@ class TestMetadata:
     @pytest.mark.parametrize("mode", ["forwardAuth", "proxy"])
     def test_every_child_maps_back_to_its_offer_through_labels(self, name: str, mode: str) -> None:
         offer = make_offer(name, upstream_namespace="llm", gate_mode=mode)
-        children = render.gate_objects(offer, settings=SETTINGS) + render.route_objects(offer, settings=SETTINGS)
+        children = render.gate_objects(offer, settings=SETTINGS) + render.route_objects(
+            offer, settings=SETTINGS
+        )
         assert children
         for child in children:
             assert render.owner_label_key(child) == render.offer_label_key("shop", name)
@@ -205,8 +238,12 @@ class TestMetadata:
     def test_unmanaged_objects_map_to_no_offer(self) -> None:
         assert render.owner_label_key({"metadata": {"namespace": "shop", "labels": {}}}) is None
         assert render.owner_label_key({"metadata": {"labels": {names.LABEL_OFFER: "demo"}}}) is None
-        assert render.owner_label_key({"metadata": {"labels": {names.LABEL_MANAGED_BY: "someone-else",
-                                                               names.LABEL_OFFER: "demo"}}}) is None
+        assert (
+            render.owner_label_key(
+                {"metadata": {"labels": {names.LABEL_MANAGED_BY: "someone-else", names.LABEL_OFFER: "demo"}}}
+            )
+            is None
+        )
         assert render.owner_label_key({}) is None
 
     def test_child_key_is_kind_namespace_name(self) -> None:
@@ -219,7 +256,9 @@ class TestPurity:
         offer = make_offer(upstream_namespace="llm")
         before = copy.deepcopy(dict(offer.raw))
         first = render.gate_objects(offer, settings=SETTINGS) + render.route_objects(offer, settings=SETTINGS)
-        second = render.gate_objects(offer, settings=SETTINGS) + render.route_objects(offer, settings=SETTINGS)
+        second = render.gate_objects(offer, settings=SETTINGS) + render.route_objects(
+            offer, settings=SETTINGS
+        )
         assert first == second
         assert dict(offer.raw) == before
 

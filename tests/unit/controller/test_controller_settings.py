@@ -35,8 +35,10 @@ class TestDefaults:
 class TestGatewayRef:
     @pytest.mark.parametrize(
         ("text", "ref"),
-        [("traefik/traefik-gateway/web", GatewayRef("traefik", "traefik-gateway", "web")),
-         ("gw-ns/gw", GatewayRef("gw-ns", "gw", ""))],
+        [
+            ("traefik/traefik-gateway/web", GatewayRef("traefik", "traefik-gateway", "web")),
+            ("gw-ns/gw", GatewayRef("gw-ns", "gw", "")),
+        ],
     )
     def test_namespace_name_and_optional_section(self, text: str, ref: GatewayRef) -> None:
         assert GatewayRef.parse(text) == ref
@@ -50,8 +52,10 @@ class TestGatewayRef:
 class TestServiceRef:
     @pytest.mark.parametrize(
         ("text", "ref"),
-        [("x402/x402-verifier:8081", ServiceRef("x402", "x402-verifier", 8081)),
-         ("gate-ns/gate:9000", ServiceRef("gate-ns", "gate", 9000))],
+        [
+            ("x402/x402-verifier:8081", ServiceRef("x402", "x402-verifier", 8081)),
+            ("gate-ns/gate:9000", ServiceRef("gate-ns", "gate", 9000)),
+        ],
     )
     def test_namespace_name_and_port(self, text: str, ref: ServiceRef) -> None:
         assert ServiceRef.parse(text) == ref

@@ -19,10 +19,17 @@ R = c.Reason
 OK: status.CondValue = (True, R.RECONCILED, "fine")
 
 
-def make_offer(spec: dict[str, Any] | None = None, *, st_raw: dict[str, Any] | None = None,
-               generation: int = 2, name: str = "demo") -> v1alpha1.ServiceOffer:
-    raw: dict[str, Any] = {"metadata": {"name": name, "namespace": "shop", "generation": generation},
-                           "spec": spec or {}}
+def make_offer(
+    spec: dict[str, Any] | None = None,
+    *,
+    st_raw: dict[str, Any] | None = None,
+    generation: int = 2,
+    name: str = "demo",
+) -> v1alpha1.ServiceOffer:
+    raw: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": "shop", "generation": generation},
+        "spec": spec or {},
+    }
     if st_raw is not None:
         raw["status"] = st_raw
     return v1alpha1.ServiceOffer.from_dict(raw)
@@ -48,18 +55,34 @@ class TestConditionStrings:
     @pytest.mark.parametrize(
         ("spec", "expected"),
         [
-            pytest.param({}, (True, "Skipped", "HTTP offer does not require model preparation"), id="no type"),
-            pytest.param({"type": "http"}, (True, "Skipped", "HTTP offer does not require model preparation"),
-                         id="http"),
-            pytest.param({"type": "fine-tuning"},
-                         (True, "Skipped", "HTTP offer does not require model preparation"), id="fine-tuning"),
-            pytest.param({"type": "inference"}, (False, "MissingModel", "Inference offer is missing spec.model.name"),
-                         id="inference without model"),
-            pytest.param({"type": "inference", "model": {"name": "", "runtime": "ollama"}},
-                         (False, "MissingModel", "Inference offer is missing spec.model.name"),
-                         id="inference with empty model name"),
-            pytest.param({"type": "inference", "model": {"name": "qwen3:0.6b", "runtime": "ollama"}},
-                         (True, "Declared", "Model qwen3:0.6b declared"), id="inference with model"),
+            pytest.param(
+                {}, (True, "Skipped", "HTTP offer does not require model preparation"), id="no type"
+            ),
+            pytest.param(
+                {"type": "http"},
+                (True, "Skipped", "HTTP offer does not require model preparation"),
+                id="http",
+            ),
+            pytest.param(
+                {"type": "fine-tuning"},
+                (True, "Skipped", "HTTP offer does not require model preparation"),
+                id="fine-tuning",
+            ),
+            pytest.param(
+                {"type": "inference"},
+                (False, "MissingModel", "Inference offer is missing spec.model.name"),
+                id="inference without model",
+            ),
+            pytest.param(
+                {"type": "inference", "model": {"name": "", "runtime": "ollama"}},
+                (False, "MissingModel", "Inference offer is missing spec.model.name"),
+                id="inference with empty model name",
+            ),
+            pytest.param(
+                {"type": "inference", "model": {"name": "qwen3:0.6b", "runtime": "ollama"}},
+                (True, "Declared", "Model qwen3:0.6b declared"),
+                id="inference with model",
+            ),
         ],
     )
     def test_model_ready(self, spec: dict[str, Any], expected: tuple[bool, str, str]) -> None:
@@ -68,20 +91,41 @@ class TestConditionStrings:
     @pytest.mark.parametrize(
         ("obs", "expected"),
         [
-            pytest.param(status.UpstreamObservation.missing(), (False, "MissingService", "Upstream Service does not exist"),
-                         id="missing"),
-            pytest.param(status.UpstreamObservation.from_status(200),
-                         (True, "Healthy", "Upstream responded with HTTP 200"), id="200"),
-            pytest.param(status.UpstreamObservation.from_status(404),
-                         (True, "Healthy", "Upstream responded with HTTP 404"), id="404 is healthy"),
-            pytest.param(status.UpstreamObservation.from_status(499),
-                         (True, "Healthy", "Upstream responded with HTTP 499"), id="499"),
-            pytest.param(status.UpstreamObservation.from_status(500),
-                         (False, "Unhealthy", "HTTP 500 from upstream"), id="500"),
-            pytest.param(status.UpstreamObservation.from_status(503),
-                         (False, "Unhealthy", "HTTP 503 from upstream"), id="503"),
-            pytest.param(status.UpstreamObservation.transport_error("connect refused"),
-                         (False, "Unhealthy", "connect refused"), id="transport error"),
+            pytest.param(
+                status.UpstreamObservation.missing(),
+                (False, "MissingService", "Upstream Service does not exist"),
+                id="missing",
+            ),
+            pytest.param(
+                status.UpstreamObservation.from_status(200),
+                (True, "Healthy", "Upstream responded with HTTP 200"),
+                id="200",
+            ),
+            pytest.param(
+                status.UpstreamObservation.from_status(404),
+                (True, "Healthy", "Upstream responded with HTTP 404"),
+                id="404 is healthy",
+            ),
+            pytest.param(
+                status.UpstreamObservation.from_status(499),
+                (True, "Healthy", "Upstream responded with HTTP 499"),
+                id="499",
+            ),
+            pytest.param(
+                status.UpstreamObservation.from_status(500),
+                (False, "Unhealthy", "HTTP 500 from upstream"),
+                id="500",
+            ),
+            pytest.param(
+                status.UpstreamObservation.from_status(503),
+                (False, "Unhealthy", "HTTP 503 from upstream"),
+                id="503",
+            ),
+            pytest.param(
+                status.UpstreamObservation.transport_error("connect refused"),
+                (False, "Unhealthy", "connect refused"),
+                id="transport error",
+            ),
         ],
     )
     def test_upstream_healthy(self, obs: status.UpstreamObservation, expected: tuple[bool, str, str]) -> None:
@@ -95,14 +139,27 @@ class TestConditionStrings:
     def test_gate_route_and_registration_strings(self) -> None:
         assert status.PAUSED == (False, "Paused", "Offer is paused")
         assert status.WAITING_FOR_UPSTREAM == (
-            False, "WaitingForUpstream", "Waiting for upstream health before publishing payment gate")
+            False,
+            "WaitingForUpstream",
+            "Waiting for upstream health before publishing payment gate",
+        )
         assert status.WAITING_FOR_GATE == (
-            False, "WaitingForPaymentGate", "Waiting for payment gate before publishing route")
+            False,
+            "WaitingForPaymentGate",
+            "Waiting for payment gate before publishing route",
+        )
         assert status.gate_ready(False) == (True, "Reconciled", "Middleware is present")
         assert status.gate_ready(True) == (True, "Reconciled", "Proxy gate is present")
-        assert status.route_ready("/services/demo") == (True, "Reconciled", "HTTPRoute published at /services/demo")
+        assert status.route_ready("/services/demo") == (
+            True,
+            "Reconciled",
+            "HTTPRoute published at /services/demo",
+        )
         assert status.path_conflict("/p", ("other-ns", "older")) == (
-            False, "PathConflict", "Path /p is already published by other-ns/older")
+            False,
+            "PathConflict",
+            "Path /p is already published by other-ns/older",
+        )
         assert status.registered_condition(make_offer()) == (True, "Disabled", "Registration disabled")
 
     def test_ready_strings(self) -> None:
@@ -116,21 +173,33 @@ class TestBuild:
     def test_all_six_conditions_in_spec_order(self) -> None:
         st_ = status.build(make_offer(), observed(), now=T0)
         assert [x["type"] for x in st_["conditions"]] == [
-            "ModelReady", "UpstreamHealthy", "PaymentGateReady", "RoutePublished", "Registered", "Ready",
+            "ModelReady",
+            "UpstreamHealthy",
+            "PaymentGateReady",
+            "RoutePublished",
+            "Registered",
+            "Ready",
         ]
         assert all(x["lastTransitionTime"] == "2026-03-27T12:00:00Z" for x in st_["conditions"])
 
     def test_the_values_passed_in_are_written_verbatim(self) -> None:
-        st_ = status.build(make_offer(), observed(
-            upstream=status.UpstreamObservation.missing(),
-            gate=(False, R.INVALID_NETWORK, "Unsupported payment network solana"),
-            route=status.WAITING_FOR_GATE,
-        ), now=T0)
+        st_ = status.build(
+            make_offer(),
+            observed(
+                upstream=status.UpstreamObservation.missing(),
+                gate=(False, R.INVALID_NETWORK, "Unsupported payment network solana"),
+                route=status.WAITING_FOR_GATE,
+            ),
+            now=T0,
+        )
         got = conds_of(st_)
         assert got["UpstreamHealthy"] == ("False", "MissingService", "Upstream Service does not exist")
         assert got["PaymentGateReady"] == ("False", "InvalidNetwork", "Unsupported payment network solana")
-        assert got["RoutePublished"] == ("False", "WaitingForPaymentGate",
-                                         "Waiting for payment gate before publishing route")
+        assert got["RoutePublished"] == (
+            "False",
+            "WaitingForPaymentGate",
+            "Waiting for payment gate before publishing route",
+        )
 
     def test_scalar_fields(self) -> None:
         st_ = status.build(make_offer({"path": "/p/"}, generation=7), observed(), now=T0)
@@ -148,11 +217,15 @@ class TestBuild:
         assert "agentId" not in st_ and "registrationTxHash" not in st_
 
     def test_last_transition_time_moves_only_on_a_status_flip(self) -> None:
-        first = status.build(make_offer(), observed(upstream=status.UpstreamObservation.from_status(503)), now=T0)
+        first = status.build(
+            make_offer(), observed(upstream=status.UpstreamObservation.from_status(503)), now=T0
+        )
         offer = make_offer(st_raw=first)
         second = status.build(offer, observed(upstream=status.UpstreamObservation.missing()), now=T1)
         third = status.build(make_offer(st_raw=second), observed(), now=T1 + dt.timedelta(seconds=1))
-        times = [{x["type"]: x["lastTransitionTime"] for x in s["conditions"]} for s in (first, second, third)]
+        times = [
+            {x["type"]: x["lastTransitionTime"] for x in s["conditions"]} for s in (first, second, third)
+        ]
         assert times[1]["UpstreamHealthy"] == "2026-03-27T12:00:00Z"  # reason changed, status did not
         assert times[1]["ModelReady"] == "2026-03-27T12:00:00Z"
         assert times[2]["UpstreamHealthy"] == "2026-03-27T12:05:01Z"  # False → True
@@ -160,7 +233,9 @@ class TestBuild:
         assert times[2]["ModelReady"] == "2026-03-27T12:00:00Z"
 
     def test_conditions_of_unknown_types_are_dropped(self) -> None:
-        offer = make_offer(st_raw={"conditions": [{"type": "Foo", "status": "True", "reason": "X", "message": ""}]})
+        offer = make_offer(
+            st_raw={"conditions": [{"type": "Foo", "status": "True", "reason": "X", "message": ""}]}
+        )
         st_ = status.build(offer, observed(), now=T0)
         assert "Foo" not in conds_of(st_)
 
@@ -177,8 +252,10 @@ class TestBuild:
         )
         got = conds_of(status.build(make_offer(), obs, now=T0))
         assert got["Ready"][0] == ("True" if all(flags) else "False")
-        assert [got[t][0] == "True" for t in ("ModelReady", "UpstreamHealthy", "PaymentGateReady",
-                                               "RoutePublished", "Registered")] == list(flags)
+        assert [
+            got[t][0] == "True"
+            for t in ("ModelReady", "UpstreamHealthy", "PaymentGateReady", "RoutePublished", "Registered")
+        ] == list(flags)
 
 
 class TestStatusChanged:
@@ -192,8 +269,12 @@ class TestStatusChanged:
 
     def test_times_and_order_alone_are_not_a_change(self) -> None:
         cur = self.current()
-        other = dict(cur, conditions=[dict(x, lastTransitionTime="2030-01-01T00:00:00Z")
-                                      for x in reversed(cur["conditions"])])
+        other = dict(
+            cur,
+            conditions=[
+                dict(x, lastTransitionTime="2030-01-01T00:00:00Z") for x in reversed(cur["conditions"])
+            ],
+        )
         assert not status.status_changed(cur, other)
 
     @pytest.mark.parametrize("field", ["status", "reason", "message"])
@@ -205,7 +286,12 @@ class TestStatusChanged:
 
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("endpoint", "/elsewhere"), ("observedGeneration", 3), ("agentId", "0"), ("registrationTxHash", "0x1")],
+        [
+            ("endpoint", "/elsewhere"),
+            ("observedGeneration", 3),
+            ("agentId", "0"),
+            ("registrationTxHash", "0x1"),
+        ],
     )
     def test_a_scalar_change_is_a_change(self, field: str, value: Any) -> None:
         cur = self.current()

@@ -16,8 +16,12 @@ from kube402.controller.reconcile import subset_equal
 
 ROUTE_SPEC = {
     "parentRefs": [{"name": "traefik-gateway", "namespace": "traefik", "sectionName": "web"}],
-    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/services/demo"}}],
-               "backendRefs": [{"name": "web", "namespace": "shop", "port": 8080}]}],
+    "rules": [
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/services/demo"}}],
+            "backendRefs": [{"name": "web", "namespace": "shop", "port": 8080}],
+        }
+    ],
 }
 
 
@@ -26,13 +30,36 @@ ROUTE_SPEC = {
     [
         pytest.param({}, {"anything": 1}, id="empty desired"),
         pytest.param({"a": 1}, {"a": 1, "b": 2}, id="extra actual key"),
-        pytest.param(ROUTE_SPEC, {
-            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "traefik-gateway",
-                            "namespace": "traefik", "sectionName": "web"}],
-            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/services/demo"}}],
-                       "backendRefs": [{"group": "", "kind": "Service", "name": "web", "namespace": "shop",
-                                        "port": 8080, "weight": 1}]}],
-        }, id="server defaults inside lists"),
+        pytest.param(
+            ROUTE_SPEC,
+            {
+                "parentRefs": [
+                    {
+                        "group": "gateway.networking.k8s.io",
+                        "kind": "Gateway",
+                        "name": "traefik-gateway",
+                        "namespace": "traefik",
+                        "sectionName": "web",
+                    }
+                ],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/services/demo"}}],
+                        "backendRefs": [
+                            {
+                                "group": "",
+                                "kind": "Service",
+                                "name": "web",
+                                "namespace": "shop",
+                                "port": 8080,
+                                "weight": 1,
+                            }
+                        ],
+                    }
+                ],
+            },
+            id="server defaults inside lists",
+        ),
         pytest.param([1, 2], [1, 2], id="equal lists"),
         pytest.param("x", "x", id="equal scalars"),
     ],
@@ -74,7 +101,9 @@ def test_every_value_is_a_subset_of_itself(value: Any) -> None:
 
 @settings(max_examples=200)
 @given(desired=st.dictionaries(st.text(max_size=3), json, min_size=1, max_size=4), data=st.data())
-def test_dropping_a_desired_key_from_actual_breaks_equality(desired: dict[str, Any], data: st.DataObject) -> None:
+def test_dropping_a_desired_key_from_actual_breaks_equality(
+    desired: dict[str, Any], data: st.DataObject
+) -> None:
     key = data.draw(st.sampled_from(sorted(desired)))
     actual = {k: v for k, v in desired.items() if k != key}
     assert not subset_equal(desired, actual)

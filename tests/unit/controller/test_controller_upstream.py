@@ -11,8 +11,9 @@ import pytest
 from kube402.controller import upstream
 
 
-def service(*, type_: str = "ClusterIP", ports: list[dict[str, Any]] | None = None,
-            external: str | None = None) -> dict[str, Any]:
+def service(
+    *, type_: str = "ClusterIP", ports: list[dict[str, Any]] | None = None, external: str | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"type": type_}
     if ports is not None:
         spec["ports"] = ports
@@ -42,7 +43,9 @@ def no_slices(ns: str, name: str) -> list[Mapping[str, Any]]:
 
 class TestDnsResolution:
     def test_cluster_dns_name_with_the_offer_port(self) -> None:
-        url = upstream.resolve_base_url(service(ports=[{"port": 80}]), port=8080, mode="dns", slices=no_slices)
+        url = upstream.resolve_base_url(
+            service(ports=[{"port": 80}]), port=8080, mode="dns", slices=no_slices
+        )
         assert url == "http://web.shop.svc.cluster.local:8080"
 
     def test_dns_mode_does_not_need_a_matching_service_port(self) -> None:
@@ -54,7 +57,10 @@ class TestExternalName:
     @pytest.mark.parametrize("mode", ["dns", "endpointslice"])
     def test_external_name_is_used_in_both_modes(self, mode: str) -> None:
         svc = service(type_="ExternalName", external="api.example.com.")
-        assert upstream.resolve_base_url(svc, port=443, mode=mode, slices=no_slices) == "http://api.example.com:443"
+        assert (
+            upstream.resolve_base_url(svc, port=443, mode=mode, slices=no_slices)
+            == "http://api.example.com:443"
+        )
 
     def test_an_ipv6_external_name_is_bracketed(self) -> None:
         svc = service(type_="ExternalName", external="::1")
@@ -62,16 +68,23 @@ class TestExternalName:
 
     def test_an_empty_external_name_is_unresolvable(self) -> None:
         with pytest.raises(upstream.UnresolvableError, match="shop/web"):
-            upstream.resolve_base_url(service(type_="ExternalName", external=""), port=80, mode="dns",
-                                      slices=no_slices)
+            upstream.resolve_base_url(
+                service(type_="ExternalName", external=""), port=80, mode="dns", slices=no_slices
+            )
 
 
 class TestEndpointSliceResolution:
     def test_a_named_port_uses_the_slice_port_of_the_same_name(self) -> None:
-        svc = service(ports=[{"name": "metrics", "port": 9090, "targetPort": 9091},
-                             {"name": "http", "port": 8080, "targetPort": "web"}])
-        es = {"ports": [{"name": "metrics", "port": 9091}, {"name": "http", "port": 3000}],
-              "endpoints": [endpoint("10.0.0.7")]}
+        svc = service(
+            ports=[
+                {"name": "metrics", "port": 9090, "targetPort": 9091},
+                {"name": "http", "port": 8080, "targetPort": "web"},
+            ]
+        )
+        es = {
+            "ports": [{"name": "metrics", "port": 9091}, {"name": "http", "port": 3000}],
+            "endpoints": [endpoint("10.0.0.7")],
+        }
         url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://10.0.0.7:3000"
 
@@ -96,8 +109,10 @@ class TestEndpointSliceResolution:
 
     def test_not_ready_endpoints_are_skipped(self) -> None:
         svc = service(ports=[{"name": "http", "port": 8080}])
-        es = {"ports": [{"name": "http", "port": 80}],
-              "endpoints": [endpoint("10.0.0.1", ready=False), endpoint("10.0.0.2", ready=True)]}
+        es = {
+            "ports": [{"name": "http", "port": 80}],
+            "endpoints": [endpoint("10.0.0.1", ready=False), endpoint("10.0.0.2", ready=True)],
+        }
         url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://10.0.0.2:80"
 
@@ -126,11 +141,15 @@ class TestEndpointSliceResolution:
         "slices",
         [
             pytest.param([], id="no slices"),
-            pytest.param([{"ports": [{"name": "http", "port": 80}], "endpoints": [endpoint("10.0.0.1", False)]}],
-                         id="only not-ready endpoints"),
+            pytest.param(
+                [{"ports": [{"name": "http", "port": 80}], "endpoints": [endpoint("10.0.0.1", False)]}],
+                id="only not-ready endpoints",
+            ),
             pytest.param([{"ports": [{"name": "http", "port": 80}], "endpoints": []}], id="empty slice"),
-            pytest.param([{"ports": [{"name": "http", "port": 80}], "endpoints": [{"addresses": []}]}],
-                         id="endpoint without address"),
+            pytest.param(
+                [{"ports": [{"name": "http", "port": 80}], "endpoints": [{"addresses": []}]}],
+                id="endpoint without address",
+            ),
         ],
     )
     def test_no_ready_address_is_unresolvable(self, slices: list[dict[str, Any]]) -> None:
@@ -144,7 +163,9 @@ class TestEndpointSliceResolution:
 
 
 class TestProbe:
-    async def probe_with(self, handler: Callable[[httpx.Request], httpx.Response]) -> tuple[Any, list[httpx.Request]]:
+    async def probe_with(
+        self, handler: Callable[[httpx.Request], httpx.Response]
+    ) -> tuple[Any, list[httpx.Request]]:
         seen: list[httpx.Request] = []
 
         def record(request: httpx.Request) -> httpx.Response:
@@ -158,7 +179,11 @@ class TestProbe:
     @pytest.mark.parametrize("code", [200, 204, 302, 401, 404, 499])
     async def test_any_status_below_500_is_healthy(self, code: int) -> None:
         obs, _ = await self.probe_with(lambda r: httpx.Response(code, headers={"Location": "/elsewhere"}))
-        assert (obs.healthy, obs.reason, obs.message) == (True, "Healthy", f"Upstream responded with HTTP {code}")
+        assert (obs.healthy, obs.reason, obs.message) == (
+            True,
+            "Healthy",
+            f"Upstream responded with HTTP {code}",
+        )
 
     @pytest.mark.parametrize("code", [500, 502, 503])
     async def test_a_5xx_status_is_unhealthy(self, code: int) -> None:

@@ -12,12 +12,31 @@ from kube402.cli import main as cli
 
 
 def test_the_subcommand_is_wired_with_its_flags() -> None:
-    args = cli.build_parser().parse_args([
-        "facilitator", "--listen", ":4040", "--rpc-url", "base-sepolia=http://a:1", "--rpc-url", "base=http://b:2",
-        "--key-file", "/k", "--confirmation-timeout", "5", "--gas-limit", "200000", "--workers", "8"])
+    args = cli.build_parser().parse_args(
+        [
+            "facilitator",
+            "--listen",
+            ":4040",
+            "--rpc-url",
+            "base-sepolia=http://a:1",
+            "--rpc-url",
+            "base=http://b:2",
+            "--key-file",
+            "/k",
+            "--confirmation-timeout",
+            "5",
+            "--gas-limit",
+            "200000",
+            "--workers",
+            "8",
+        ]
+    )
     assert args.func is facilitator_cmd.run
-    assert (args.listen, args.rpc_url, args.key_file) == (":4040", ["base-sepolia=http://a:1", "base=http://b:2"],
-                                                          "/k")
+    assert (args.listen, args.rpc_url, args.key_file) == (
+        ":4040",
+        ["base-sepolia=http://a:1", "base=http://b:2"],
+        "/k",
+    )
     assert (args.confirmation_timeout, args.gas_limit, args.workers) == (5.0, 200_000, 8)
 
 
@@ -26,16 +45,30 @@ def test_defaults() -> None:
     assert (args.listen, args.rpc_url, args.confirmation_timeout) == ("127.0.0.1:4040", None, 20.0)
 
 
-@pytest.mark.parametrize(("argv", "env", "message"), [
-    (["facilitator"], {}, "no RPC URL"),
-    (["facilitator", "--rpc-url", "http://a:1"], {}, "no relayer key"),
-    (["facilitator", "--rpc-url", "mars=http://a:1"], {"KUBE402_FACILITATOR_KEY": "0x" + "4c" * 32},
-     "unknown network"),
-    (["facilitator", "--rpc-url", "http://a:1", "--listen", "nope"], {"KUBE402_FACILITATOR_KEY": "0x" + "4c" * 32},
-     "--listen"),
-])
-def test_bad_settings_exit_2_with_a_message(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                            argv: list[str], env: dict[str, str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["facilitator"], {}, "no RPC URL"),
+        (["facilitator", "--rpc-url", "http://a:1"], {}, "no relayer key"),
+        (
+            ["facilitator", "--rpc-url", "mars=http://a:1"],
+            {"KUBE402_FACILITATOR_KEY": "0x" + "4c" * 32},
+            "unknown network",
+        ),
+        (
+            ["facilitator", "--rpc-url", "http://a:1", "--listen", "nope"],
+            {"KUBE402_FACILITATOR_KEY": "0x" + "4c" * 32},
+            "--listen",
+        ),
+    ],
+)
+def test_bad_settings_exit_2_with_a_message(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
     for name in ("KUBE402_FACILITATOR_KEY", "KUBE402_FACILITATOR_KEY_FILE", facilitator_cmd.RPC_ENV):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

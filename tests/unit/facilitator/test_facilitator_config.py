@@ -13,22 +13,29 @@ KEY = "0x" + "4c" * 32
 
 
 class TestNetworks:
-    @pytest.mark.parametrize(("spec", "caip2", "v1", "url"), [
-        ("http://127.0.0.1:8545", "eip155:84532", "base-sepolia", "http://127.0.0.1:8545"),
-        ("base-sepolia=http://n:1/x?k=v", "eip155:84532", "base-sepolia", "http://n:1/x?k=v"),
-        ("https://rpc.test/v2/key=abc", "eip155:84532", "base-sepolia", "https://rpc.test/v2/key=abc"),
-        ("base=https://rpc.test", "eip155:8453", "base", "https://rpc.test"),
-        ("eip155:8453=https://rpc.test", "eip155:8453", "base", "https://rpc.test"),
-        ("arbitrum-one=https://rpc.test", "eip155:42161", None, "https://rpc.test"),
-        ("eip155:31337=http://127.0.0.1:8545", "eip155:31337", None, "http://127.0.0.1:8545"),
-        ("celo=https://rpc.test", "eip155:42220", "celo", "https://rpc.test"),
-    ])
-    def test_a_spec_names_a_chain_and_its_rpc_url(self, spec: str, caip2: str, v1: str | None, url: str) -> None:
+    @pytest.mark.parametrize(
+        ("spec", "caip2", "v1", "url"),
+        [
+            ("http://127.0.0.1:8545", "eip155:84532", "base-sepolia", "http://127.0.0.1:8545"),
+            ("base-sepolia=http://n:1/x?k=v", "eip155:84532", "base-sepolia", "http://n:1/x?k=v"),
+            ("https://rpc.test/v2/key=abc", "eip155:84532", "base-sepolia", "https://rpc.test/v2/key=abc"),
+            ("base=https://rpc.test", "eip155:8453", "base", "https://rpc.test"),
+            ("eip155:8453=https://rpc.test", "eip155:8453", "base", "https://rpc.test"),
+            ("arbitrum-one=https://rpc.test", "eip155:42161", None, "https://rpc.test"),
+            ("eip155:31337=http://127.0.0.1:8545", "eip155:31337", None, "http://127.0.0.1:8545"),
+            ("celo=https://rpc.test", "eip155:42220", "celo", "https://rpc.test"),
+        ],
+    )
+    def test_a_spec_names_a_chain_and_its_rpc_url(
+        self, spec: str, caip2: str, v1: str | None, url: str
+    ) -> None:
         net = config.parse_network(spec)
         assert (net.caip2, net.v1_name, net.rpc_url) == (caip2, v1, url)
         assert net.chain_id == int(caip2.split(":")[1])
 
-    @pytest.mark.parametrize("spec", ["nowhere=http://x", "base-sepolia=ftp://x", "base-sepolia=", "eip155:0=http://x"])
+    @pytest.mark.parametrize(
+        "spec", ["nowhere=http://x", "base-sepolia=ftp://x", "base-sepolia=", "eip155:0=http://x"]
+    )
     def test_a_bad_spec_is_a_config_error(self, spec: str) -> None:
         with pytest.raises(config.ConfigError):
             config.parse_network(spec)
@@ -75,17 +82,25 @@ class TestKey:
             config.load_key(key_file=str(tmp_path / "missing"), env={})
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://user:pw@base-sepolia.g.alchemy.com/v2/KEY?x=1", "https://base-sepolia.g.alchemy.com"),
-    ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@base-sepolia.g.alchemy.com/v2/KEY?x=1", "https://base-sepolia.g.alchemy.com"),
+        ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+    ],
+)
 def test_rpc_urls_are_shown_as_scheme_and_host(url: str, shown: str) -> None:
     assert config.redact_url(url) == shown
 
 
-@pytest.mark.parametrize(("listen", "address"), [
-    ("127.0.0.1:4040", ("127.0.0.1", 4040)), (":4040", ("0.0.0.0", 4040)), ("[::1]:0", ("::1", 0)),
-])
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [
+        ("127.0.0.1:4040", ("127.0.0.1", 4040)),
+        (":4040", ("0.0.0.0", 4040)),
+        ("[::1]:0", ("::1", 0)),
+    ],
+)
 def test_listen_addresses(listen: str, address: tuple[str, int]) -> None:
     assert config.listen_address(listen) == address
 

@@ -19,20 +19,31 @@ def ok(tx: str = TX) -> ledger.Attempt:
 
 
 def used() -> ledger.Attempt:
-    return ledger.Attempt(SettleResponse(success=False, error_reason="invalid_exact_evm_nonce_already_used",
-                                         transaction="", network="eip155:84532"))
+    return ledger.Attempt(
+        SettleResponse(
+            success=False,
+            error_reason="invalid_exact_evm_nonce_already_used",
+            transaction="",
+            network="eip155:84532",
+        )
+    )
 
 
 def pending(tx: str = TX, nonce: int | None = 7) -> ledger.Attempt:
-    return ledger.Attempt(wire.settle_failure("settlement_pending", "wait", network="eip155:84532",
-                                              transaction=tx), nonce)
+    return ledger.Attempt(
+        wire.settle_failure("settlement_pending", "wait", network="eip155:84532", transaction=tx), nonce
+    )
 
 
 class Script:
     """An attempt and a resolver that count their calls and return queued answers (optionally after a gate)."""
 
-    def __init__(self, attempts: list[ledger.Attempt], resolutions: list[ledger.Attempt | None] | None = None,
-                 gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        attempts: list[ledger.Attempt],
+        resolutions: list[ledger.Attempt | None] | None = None,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         self.attempts, self.resolutions, self.gate = attempts, resolutions or [], gate
         self.attempt_calls = 0
         self.resolve_calls: list[tuple[str, int | None]] = []
@@ -48,9 +59,12 @@ class Script:
         return self.resolutions.pop(0)
 
 
-def settle(book: ledger.Ledger, script: Script, body: str = "A",
-           expires: float = 1e12) -> Callable[[], Awaitable[SettleResponse]]:
-    return lambda: book.settle(KEY, body=body, expires=expires, attempt=script.attempt, resolve=script.resolve)
+def settle(
+    book: ledger.Ledger, script: Script, body: str = "A", expires: float = 1e12
+) -> Callable[[], Awaitable[SettleResponse]]:
+    return lambda: book.settle(
+        KEY, body=body, expires=expires, attempt=script.attempt, resolve=script.resolve
+    )
 
 
 async def test_concurrent_copies_of_one_body_share_one_attempt() -> None:
@@ -122,8 +136,10 @@ async def test_an_error_reaches_every_waiter_and_keeps_nothing() -> None:
         raise AssertionError
 
     book = ledger.Ledger()
-    tasks = [asyncio.ensure_future(book.settle(KEY, body="A", expires=1e12, attempt=boom, resolve=never))
-             for _ in range(3)]
+    tasks = [
+        asyncio.ensure_future(book.settle(KEY, body="A", expires=1e12, attempt=boom, resolve=never))
+        for _ in range(3)
+    ]
     await asyncio.sleep(0)
     gate.set()
     for outcome in await asyncio.gather(*tasks, return_exceptions=True):

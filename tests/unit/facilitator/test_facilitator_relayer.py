@@ -56,9 +56,14 @@ class FakeNode:
 
 
 def make(eth: FakeEth, nonces: list[int] | None = None) -> relayer.Relayer:
-    return relayer.Relayer(node=FakeNode(eth), account=Account.create(), chain_id=84532,  # type: ignore[arg-type]
-                           gas_limit=300_000, confirmation_timeout=1.0,
-                           on_nonce=None if nonces is None else nonces.append)
+    return relayer.Relayer(
+        node=FakeNode(eth),
+        account=Account.create(),
+        chain_id=84532,  # type: ignore[arg-type]
+        gas_limit=300_000,
+        confirmation_timeout=1.0,
+        on_nonce=None if nonces is None else nonces.append,
+    )
 
 
 def test_concurrent_sends_reach_the_node_with_consecutive_nonces_in_order() -> None:
@@ -148,6 +153,11 @@ def test_a_receiptless_unknown_transaction_whose_nonce_was_used_is_dead() -> Non
 
 def test_the_key_is_not_in_the_repr() -> None:
     account = Account.create()
-    r = relayer.Relayer(node=FakeNode(FakeEth()), account=account, chain_id=1,  # type: ignore[arg-type]
-                        gas_limit=21_000, confirmation_timeout=1)
+    r = relayer.Relayer(
+        node=FakeNode(FakeEth()),
+        account=account,
+        chain_id=1,  # type: ignore[arg-type]
+        gas_limit=21_000,
+        confirmation_timeout=1,
+    )
     assert account.key.hex().removeprefix("0x") not in repr(r) and account.address in repr(r)

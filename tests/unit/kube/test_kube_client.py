@@ -42,7 +42,8 @@ def make_kube(rec: Recorder, **kw: Any) -> Kube:
 
 
 MW = {
-    "apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
+    "apiVersion": "traefik.io/v1alpha1",
+    "kind": "Middleware",
     "metadata": {"name": "x402-demo", "namespace": "shop"},
     "spec": {"forwardAuth": {"address": "http://v/verify"}},
 }
@@ -52,13 +53,19 @@ class TestResourcePaths:
     @pytest.mark.parametrize(
         ("res", "kw", "path"),
         [
-            (resources.SERVICE_OFFER, {"namespace": "shop", "name": "demo", "subresource": "status"},
-             "/apis/obol.org/v1alpha1/namespaces/shop/serviceoffers/demo/status"),
+            (
+                resources.SERVICE_OFFER,
+                {"namespace": "shop", "name": "demo", "subresource": "status"},
+                "/apis/obol.org/v1alpha1/namespaces/shop/serviceoffers/demo/status",
+            ),
             (resources.SERVICE_OFFER, {}, "/apis/obol.org/v1alpha1/serviceoffers"),
             (resources.SERVICE, {"namespace": "shop", "name": "web"}, "/api/v1/namespaces/shop/services/web"),
             (resources.NAMESPACE, {"namespace": "ignored", "name": "shop"}, "/api/v1/namespaces/shop"),
-            (resources.REFERENCEGRANT, {"namespace": "x402"},
-             "/apis/gateway.networking.k8s.io/v1beta1/namespaces/x402/referencegrants"),
+            (
+                resources.REFERENCEGRANT,
+                {"namespace": "x402"},
+                "/apis/gateway.networking.k8s.io/v1beta1/namespaces/x402/referencegrants",
+            ),
         ],
     )
     def test_paths(self, res: resources.Resource, kw: dict[str, Any], path: str) -> None:
@@ -92,31 +99,48 @@ class TestApply:
 
     async def test_apply_of_a_cluster_scoped_object(self) -> None:
         rec = Recorder()
-        await make_kube(rec).apply(resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace",
-                                                         "metadata": {"name": "shop"}})
+        await make_kube(rec).apply(
+            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}
+        )
         assert rec.last.url.path == "/api/v1/namespaces/shop"
 
     async def test_apply_status_sends_only_identity_and_status_to_the_subresource(self) -> None:
         rec = Recorder()
         status = {"observedGeneration": 2, "conditions": []}
-        await make_kube(rec).apply_status(resources.SERVICE_OFFER, namespace="shop", name="demo", status=status)
+        await make_kube(rec).apply_status(
+            resources.SERVICE_OFFER, namespace="shop", name="demo", status=status
+        )
         req = rec.last
         assert req.method == "PATCH"
         assert req.url.path == "/apis/obol.org/v1alpha1/namespaces/shop/serviceoffers/demo/status"
         assert req.headers["content-type"] == "application/apply-patch+yaml"
         assert dict(req.url.params) == {"fieldManager": "serviceoffer-controller", "force": "true"}
         assert rec.body() == {
-            "apiVersion": "obol.org/v1alpha1", "kind": "ServiceOffer",
-            "metadata": {"name": "demo", "namespace": "shop"}, "status": status,
+            "apiVersion": "obol.org/v1alpha1",
+            "kind": "ServiceOffer",
+            "metadata": {"name": "demo", "namespace": "shop"},
+            "status": status,
         }
 
     async def test_a_rejected_apply_raises_invalid_with_the_server_message(self) -> None:
-        rec = Recorder(lambda r: httpx2.Response(422, json={
-            "kind": "Status", "reason": "Invalid", "message": "spec.path: Invalid value", "code": 422}))
+        rec = Recorder(
+            lambda r: httpx2.Response(
+                422,
+                json={
+                    "kind": "Status",
+                    "reason": "Invalid",
+                    "message": "spec.path: Invalid value",
+                    "code": 422,
+                },
+            )
+        )
         with pytest.raises(errors.Invalid) as info:
             await make_kube(rec).apply(resources.MIDDLEWARE, MW)
         assert (info.value.code, info.value.reason, info.value.message) == (
-            422, "Invalid", "spec.path: Invalid value")
+            422,
+            "Invalid",
+            "spec.path: Invalid value",
+        )
 
 
 class TestOtherWrites:
@@ -166,10 +190,15 @@ class TestDelete:
 
     async def test_delete_with_a_uid_precondition(self) -> None:
         rec = Recorder()
-        await make_kube(rec).delete(resources.REFERENCEGRANT, "g", namespace="llm", uid="u-1",
-                                    propagation="Foreground")
-        assert rec.body() == {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground",
-                              "preconditions": {"uid": "u-1"}}
+        await make_kube(rec).delete(
+            resources.REFERENCEGRANT, "g", namespace="llm", uid="u-1", propagation="Foreground"
+        )
+        assert rec.body() == {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Foreground",
+            "preconditions": {"uid": "u-1"},
+        }
 
     async def test_other_delete_failures_raise(self) -> None:
         rec = Recorder(lambda r: httpx2.Response(409, json={"reason": "Conflict", "message": "uid mismatch"}))
@@ -185,16 +214,24 @@ class TestReads:
 
     async def test_get_returns_the_object(self) -> None:
         rec = Recorder(lambda r: httpx2.Response(200, json={"metadata": {"name": "web"}}))
-        assert await make_kube(rec).get(resources.SERVICE, "web", namespace="shop") == {"metadata": {"name": "web"}}
+        assert await make_kube(rec).get(resources.SERVICE, "web", namespace="shop") == {
+            "metadata": {"name": "web"}
+        }
 
     async def test_list_follows_continue_tokens_and_fills_in_kind(self) -> None:
         pages = {
-            "": {"metadata": {"continue": "t1", "resourceVersion": "5"}, "items": [{"metadata": {"name": "a"}}]},
+            "": {
+                "metadata": {"continue": "t1", "resourceVersion": "5"},
+                "items": [{"metadata": {"name": "a"}}],
+            },
             "t1": {"metadata": {"resourceVersion": "9"}, "items": [{"metadata": {"name": "b"}, "kind": "X"}]},
         }
         rec = Recorder(lambda r: httpx2.Response(200, json=pages[r.url.params.get("continue", "")]))
         items, rv = await make_kube(rec).list(
-            resources.SERVICE_OFFER, namespace="shop", label_selector="a=b", field_selector="metadata.name=x",
+            resources.SERVICE_OFFER,
+            namespace="shop",
+            label_selector="a=b",
+            field_selector="metadata.name=x",
             limit=1,
         )
         assert rv == "9"
@@ -233,29 +270,58 @@ def lines(*events: dict[str, Any]) -> bytes:
 class TestWatch:
     async def collect(self, rec: Recorder) -> list[tuple[str, dict[str, Any]]]:
         kube = make_kube(rec)
-        return [e async for e in kube.watch(resources.SERVICE_OFFER, resource_version="7", namespace="shop",
-                                            label_selector="l=v", timeout_seconds=60)]
+        return [
+            e
+            async for e in kube.watch(
+                resources.SERVICE_OFFER,
+                resource_version="7",
+                namespace="shop",
+                label_selector="l=v",
+                timeout_seconds=60,
+            )
+        ]
 
     async def test_watch_parameters_and_events(self) -> None:
-        body = lines(
-            {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "8"}}},
-            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
-        ) + b"\n"
+        body = (
+            lines(
+                {"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "8"}}},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
+            )
+            + b"\n"
+        )
         rec = Recorder(lambda r: httpx2.Response(200, content=body))
         events = await self.collect(rec)
         assert dict(rec.last.url.params) == {
-            "watch": "true", "resourceVersion": "7", "allowWatchBookmarks": "true", "timeoutSeconds": "60",
+            "watch": "true",
+            "resourceVersion": "7",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "60",
             "labelSelector": "l=v",
         }
         assert events == [
-            ("ADDED", {"metadata": {"name": "a", "resourceVersion": "8"}, "apiVersion": "obol.org/v1alpha1",
-                       "kind": "ServiceOffer"}),
+            (
+                "ADDED",
+                {
+                    "metadata": {"name": "a", "resourceVersion": "8"},
+                    "apiVersion": "obol.org/v1alpha1",
+                    "kind": "ServiceOffer",
+                },
+            ),
             ("BOOKMARK", {"metadata": {"resourceVersion": "9"}}),
         ]
 
     async def test_an_error_event_410_is_gone(self) -> None:
-        body = lines({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
-                                                  "message": "too old resource version"}})
+        body = lines(
+            {
+                "type": "ERROR",
+                "object": {
+                    "kind": "Status",
+                    "code": 410,
+                    "reason": "Expired",
+                    "message": "too old resource version",
+                },
+            }
+        )
         with pytest.raises(errors.Gone) as info:
             await self.collect(Recorder(lambda r: httpx2.Response(200, content=body)))
         assert info.value.message == "too old resource version"

@@ -32,8 +32,13 @@ def test_each_code_maps_to_its_class(code: int, cls: type[errors.ApiError]) -> N
 
 
 def test_a_kubernetes_status_body_gives_reason_and_message() -> None:
-    body = {"kind": "Status", "status": "Failure", "reason": "NotFound",
-            "message": 'serviceoffers.obol.org "demo" not found', "code": 404}
+    body = {
+        "kind": "Status",
+        "status": "Failure",
+        "reason": "NotFound",
+        "message": 'serviceoffers.obol.org "demo" not found',
+        "code": 404,
+    }
     err = errors.from_status(404, body)
     assert str(err) == '404 NotFound: serviceoffers.obol.org "demo" not found'
 

@@ -27,13 +27,23 @@ Reply = httpx2.Response | Callable[[httpx2.Request], Any]
 
 
 def so(name: str, rv: str, ns: str = "shop", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "obol.org/v1alpha1", "kind": "ServiceOffer",
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv}, "spec": spec}
+    return {
+        "apiVersion": "obol.org/v1alpha1",
+        "kind": "ServiceOffer",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+        "spec": spec,
+    }
 
 
 def list_reply(rv: str, *items: dict[str, Any]) -> httpx2.Response:
-    return httpx2.Response(200, json={"kind": "ServiceOfferList", "metadata": {"resourceVersion": rv},
-                                      "items": [json.loads(json.dumps(i)) for i in items]})
+    return httpx2.Response(
+        200,
+        json={
+            "kind": "ServiceOfferList",
+            "metadata": {"resourceVersion": rv},
+            "items": [json.loads(json.dumps(i)) for i in items],
+        },
+    )
 
 
 def event(etype: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -45,9 +55,17 @@ def bookmark(rv: str) -> dict[str, Any]:
 
 
 def expired() -> dict[str, Any]:
-    return {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                        "message": "too old resource version: 20 (25)", "reason": "Expired",
-                                        "code": 410}}
+    return {
+        "type": "ERROR",
+        "object": {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": "too old resource version: 20 (25)",
+            "reason": "Expired",
+            "code": 410,
+        },
+    }
 
 
 def stream(*events: dict[str, Any]) -> httpx2.Response:
@@ -55,7 +73,9 @@ def stream(*events: dict[str, Any]) -> httpx2.Response:
 
 
 def http_gone() -> httpx2.Response:
-    return httpx2.Response(410, json={"kind": "Status", "reason": "Expired", "message": "too old", "code": 410})
+    return httpx2.Response(
+        410, json={"kind": "Status", "reason": "Expired", "message": "too old", "code": 410}
+    )
 
 
 def transport_error(request: httpx2.Request) -> httpx2.Response:
@@ -177,11 +197,13 @@ class TestListThenWatch:
     async def test_watch_events_update_the_cache(self) -> None:
         server = FakeApiServer(
             lists=[list_reply("10", so("a", "5"), so("b", "6"))],
-            watches=[stream(
-                event("ADDED", so("c", "11")),
-                event("MODIFIED", so("a", "12", price="2")),
-                event("DELETED", so("b", "13")),
-            )],
+            watches=[
+                stream(
+                    event("ADDED", so("c", "11")),
+                    event("MODIFIED", so("a", "12", price="2")),
+                    event("DELETED", so("b", "13")),
+                )
+            ],
         )
         run = await run_script(server)
         assert run.seen()[2:] == [("ADDED", "c"), ("MODIFIED", "a"), ("DELETED", "b")]
@@ -193,8 +215,9 @@ class TestListThenWatch:
         assert server.watch_versions() == ["10", "13"]  # a closed stream resumes from the last event
 
     async def test_a_bookmark_moves_the_resource_version_and_emits_nothing(self) -> None:
-        server = FakeApiServer(lists=[list_reply("10", so("a", "5"))],
-                               watches=[stream(bookmark("20")), stream(bookmark("31"))])
+        server = FakeApiServer(
+            lists=[list_reply("10", so("a", "5"))], watches=[stream(bookmark("20")), stream(bookmark("31"))]
+        )
         run = await run_script(server)
         assert run.seen() == [("ADDED", "a")]
         assert len(run.informer.store) == 1
@@ -214,8 +237,9 @@ class TestListThenWatch:
         assert synced_sizes == [1, 2]
 
     async def test_a_failing_handler_does_not_stop_the_informer_or_other_handlers(self) -> None:
-        server = FakeApiServer(lists=[list_reply("10", so("a", "5"))],
-                               watches=[stream(event("ADDED", so("b", "11")))])
+        server = FakeApiServer(
+            lists=[list_reply("10", so("a", "5"))], watches=[stream(event("ADDED", so("b", "11")))]
+        )
         run = Run(server)
 
         def explode(e: Event) -> None:
@@ -231,12 +255,19 @@ class TestListThenWatch:
 
 
 class TestGone:
-    @pytest.mark.parametrize("gone", [pytest.param(lambda: stream(expired()), id="ERROR event 410"),
-                                      pytest.param(http_gone, id="HTTP 410")])
+    @pytest.mark.parametrize(
+        "gone",
+        [
+            pytest.param(lambda: stream(expired()), id="ERROR event 410"),
+            pytest.param(http_gone, id="HTTP 410"),
+        ],
+    )
     async def test_deletes_are_never_lost_across_410(self, gone: Callable[[], httpx2.Response]) -> None:
         server = FakeApiServer(
-            lists=[list_reply("10", so("a", "5"), so("b", "6")),
-                   list_reply("30", so("a", "5"))],  # b was deleted while the watch was expired
+            lists=[
+                list_reply("10", so("a", "5"), so("b", "6")),
+                list_reply("30", so("a", "5")),
+            ],  # b was deleted while the watch was expired
             watches=[gone()],
         )
         run = await run_script(server)
@@ -262,18 +293,23 @@ class TestGone:
         )
         run = await run_script(server)
         assert run.seen() == [
-            ("ADDED", "a"), ("ADDED", "b"),            # first list
-            ("ADDED", "c"), ("MODIFIED", "a"),         # watch
-            ("MODIFIED", "c"), ("ADDED", "d"), ("DELETED", "b"),  # relist after the ERROR 410 (a unchanged)
-            ("DELETED", "d"),                          # relist after the HTTP 410
+            ("ADDED", "a"),
+            ("ADDED", "b"),  # first list
+            ("ADDED", "c"),
+            ("MODIFIED", "a"),  # watch
+            ("MODIFIED", "c"),
+            ("ADDED", "d"),
+            ("DELETED", "b"),  # relist after the ERROR 410 (a unchanged)
+            ("DELETED", "d"),  # relist after the HTTP 410
         ]
         assert server.watch_versions() == ["10", "20", "30", "40"]
         assert run.informer.relists == 3
         assert sorted(run.informer.store.keys()) == [("shop", "a"), ("shop", "c")]
 
     async def test_a_relist_with_nothing_new_emits_nothing(self) -> None:
-        server = FakeApiServer(lists=[list_reply("10", so("a", "5")), list_reply("11", so("a", "5"))],
-                               watches=[http_gone()])
+        server = FakeApiServer(
+            lists=[list_reply("10", so("a", "5")), list_reply("11", so("a", "5"))], watches=[http_gone()]
+        )
         run = await run_script(server)
         assert run.seen() == [("ADDED", "a")]
         assert run.informer.relists == 2
@@ -333,7 +369,9 @@ class TestFailuresBackOffAndResume:
 
     async def test_a_garbled_watch_line_is_a_retryable_failure(self, sleeps: list[float]) -> None:
         garbled = httpx2.Response(200, content=b'{"type": "ADDED", "object": {"metadata": {"name": "x"\n')
-        server = FakeApiServer(lists=[list_reply("10")], watches=[garbled, stream(event("ADDED", so("b", "11")))])
+        server = FakeApiServer(
+            lists=[list_reply("10")], watches=[garbled, stream(event("ADDED", so("b", "11")))]
+        )
         run = await run_script(server)
         assert sleeps == [0.5]
         assert run.seen() == [("ADDED", "b")]

@@ -112,11 +112,17 @@ class TestIndexes:
         assert s.by_index("app", "web") == [newer]
 
     @settings(max_examples=200)
-    @given(ops=st.lists(
-        st.tuples(st.booleans(), st.sampled_from(["a", "b", "c", "d"]), st.sampled_from(["x", "y"]),
-                  st.lists(st.sampled_from(["web", "db", "cache"]), max_size=2, unique=True)),
-        max_size=40,
-    ))
+    @given(
+        ops=st.lists(
+            st.tuples(
+                st.booleans(),
+                st.sampled_from(["a", "b", "c", "d"]),
+                st.sampled_from(["x", "y"]),
+                st.lists(st.sampled_from(["web", "db", "cache"]), max_size=2, unique=True),
+            ),
+            max_size=40,
+        )
+    )
     def test_indexes_always_agree_with_a_full_scan(self, ops: list[tuple[bool, str, str, list[str]]]) -> None:
         def tags_of(o: Any) -> list[str]:
             return [t for t in o["metadata"]["labels"]["tags"].split(",") if t]

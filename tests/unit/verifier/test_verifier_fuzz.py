@@ -377,7 +377,9 @@ def mutate(rng: random.Random, payload: dict[str, Any]) -> dict[str, Any]:
             path = rng.choice(ps)
             container = parent(p, path)
             key = path[-1]
-            container[key] = copy.deepcopy(_plausible(rng, key, container[key], container))  # never self-referential
+            container[key] = copy.deepcopy(
+                _plausible(rng, key, container[key], container)
+            )  # never self-referential
         elif op < 0.6 and ps:
             path = rng.choice(ps)
             container = parent(p, path)

@@ -57,9 +57,14 @@ class TestRouteForOffer:
         r = view(offer(upstream_namespace="models")).route
         assert r is not None and r.upstream["namespace"] == "models"
 
-    @pytest.mark.parametrize(("gate_mode", "default", "mode"), [
-        ("proxy", "forwardAuth", "proxy"), (None, "proxy", "proxy"), ("forwardAuth", "proxy", "forwardAuth"),
-    ])
+    @pytest.mark.parametrize(
+        ("gate_mode", "default", "mode"),
+        [
+            ("proxy", "forwardAuth", "proxy"),
+            (None, "proxy", "proxy"),
+            ("forwardAuth", "proxy", "forwardAuth"),
+        ],
+    )
     def test_gate_mode(self, gate_mode: str | None, default: str, mode: str) -> None:
         r = view(offer(gate_mode=gate_mode), default_gate_mode=default).route
         assert r is not None and r.mode == mode

@@ -67,7 +67,7 @@ class Artifact:
             return False
         masked = bytearray(code)
         for start, length in self.immutables:
-            masked[start:start + length] = bytes(length)
+            masked[start : start + length] = bytes(length)
         return bytes(masked) == self.deployed_bytecode
 
     def selector(self, signature: str) -> bytes:
@@ -89,10 +89,13 @@ def load(name: str) -> Artifact:
         abi=tuple(raw["abi"]),
         bytecode=bytes.fromhex(raw["bytecode"].removeprefix("0x")),
         deployed_bytecode=bytes.fromhex(raw["deployedBytecode"].removeprefix("0x")),
-        immutables=tuple(sorted(
-            (int(ref["start"]), int(ref["length"]))
-            for refs in raw["immutableReferences"].values() for ref in refs
-        )),
+        immutables=tuple(
+            sorted(
+                (int(ref["start"]), int(ref["length"]))
+                for refs in raw["immutableReferences"].values()
+                for ref in refs
+            )
+        ),
         method_identifiers=dict(raw["methodIdentifiers"]),
         storage=tuple(
             StorageSlot(label=s["label"], slot=int(s["slot"]), offset=int(s["offset"]), type=s["type"])

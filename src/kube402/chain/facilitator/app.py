@@ -61,10 +61,14 @@ class FacilitatorApp:
             if path == "/readyz":
                 if await self.service.ready():
                     return service_mod.Reply(200, _READY)
-                return service_mod.Reply(503, _error("not_ready", "an RPC node is unreachable"),
-                                         (*_JSON, ("retry-after", "5")))
-            return service_mod.Reply(200, self.service.metrics.render(),
-                                     (("content-type", "text/plain; version=0.0.4; charset=utf-8"),))
+                return service_mod.Reply(
+                    503, _error("not_ready", "an RPC node is unreachable"), (*_JSON, ("retry-after", "5"))
+                )
+            return service_mod.Reply(
+                200,
+                self.service.metrics.render(),
+                (("content-type", "text/plain; version=0.0.4; charset=utf-8"),),
+            )
         return service_mod.Reply(404, _error("not_found", "unknown endpoint"))
 
     async def _body(self, scope: Any, protocol: Any) -> bytes:
@@ -82,5 +86,6 @@ class FacilitatorApp:
 
 
 def _method_not_allowed(allowed: str) -> service_mod.Reply:
-    return service_mod.Reply(405, _error("method_not_allowed", f"use {allowed}"),
-                             (*_JSON, ("allow", allowed)))
+    return service_mod.Reply(
+        405, _error("method_not_allowed", f"use {allowed}"), (*_JSON, ("allow", allowed))
+    )

@@ -115,8 +115,9 @@ def parse_network(spec: str, *, default_network: str = DEFAULT_NETWORK) -> Netwo
 
     chain_id = _chain_id(name, V1_NETWORK_CHAIN_IDS)
     v1_names = {cid: v1 for v1, cid in V1_NETWORK_CHAIN_IDS.items()}
-    return NetworkConfig(caip2=f"eip155:{chain_id}", chain_id=chain_id, v1_name=v1_names.get(chain_id),
-                         rpc_url=url)
+    return NetworkConfig(
+        caip2=f"eip155:{chain_id}", chain_id=chain_id, v1_name=v1_names.get(chain_id), rpc_url=url
+    )
 
 
 def _chain_id(name: str, v1_chain_ids: Mapping[str, int]) -> int:
@@ -129,8 +130,9 @@ def _chain_id(name: str, v1_chain_ids: Mapping[str, int]) -> int:
         return int(match.group(1))
     if name in v1_chain_ids:
         return v1_chain_ids[name]
-    raise ConfigError(f"unknown network {name!r} (use a chain name such as base-sepolia, or "
-                      "eip155:<chain id>)")
+    raise ConfigError(
+        f"unknown network {name!r} (use a chain name such as base-sepolia, or eip155:<chain id>)"
+    )
 
 
 def load_key(*, key_file: str | None = None, env: Mapping[str, str] | None = None) -> LocalAccount:

@@ -84,8 +84,9 @@ class Ledger:
         entry = self._entries.get(key)
         return None if entry is None else entry.tx_hash
 
-    async def settle(self, key: wire.AuthorizationKey, *, body: str, expires: float, attempt: Run,
-                     resolve: Resolve) -> SettleResponse:
+    async def settle(
+        self, key: wire.AuthorizationKey, *, body: str, expires: float, attempt: Run, resolve: Resolve
+    ) -> SettleResponse:
         """Settle (or join, or resolve) the payment ``body`` whose authorization is ``key``."""
         while True:
             self._prune()

@@ -70,9 +70,16 @@ class Facilitator:
             if port or attempt == _PORT_ATTEMPTS - 1:
                 raise OSError(f"could not listen on {host}:{chosen}")
         self._check = asyncio.get_running_loop().create_task(self._check_networks())
-        log.info("facilitator listening", extra={"fields": {
-            "url": self.url, "relayer": self.relayer_address,
-            "networks": [n.caip2 for n in self.settings.networks]}})
+        log.info(
+            "facilitator listening",
+            extra={
+                "fields": {
+                    "url": self.url,
+                    "relayer": self.relayer_address,
+                    "networks": [n.caip2 for n in self.settings.networks],
+                }
+            },
+        )
         return self.url
 
     async def stop(self) -> None:
@@ -94,8 +101,9 @@ class Facilitator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     async def _serve(self, host: str, port: int) -> bool:
@@ -103,8 +111,9 @@ class Facilitator:
         from granian.server.embed import Server
 
         app = app_mod.FacilitatorApp(self.service, max_body_bytes=self.settings.max_body_bytes)
-        server = Server(app, address=host, port=port, interface=Interfaces.RSGI, log_enabled=False,
-                        backlog=1024)
+        server = Server(
+            app, address=host, port=port, interface=Interfaces.RSGI, log_enabled=False, backlog=1024
+        )
         task = asyncio.get_running_loop().create_task(server.serve())
         probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         loop = asyncio.get_running_loop()

@@ -35,16 +35,33 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = prom.CollectorRegistry()
         r = self.registry
-        self.verify = prom.Counter(P + "verify_total", "POST /verify answers by network, result and reason",
-                                   ["network", "result", "reason"], registry=r)
-        self.settle = prom.Counter(P + "settle_total", "POST /settle answers by network, result and reason",
-                                   ["network", "result", "reason"], registry=r)
-        self.duration = prom.Histogram(P + "request_duration_seconds", "Time to answer /verify and /settle",
-                                       ["endpoint"], buckets=_BUCKETS, registry=r)
-        self.nonce = prom.Gauge(P + "relayer_nonce", "Next nonce the relayer will use, per network",
-                                ["network"], registry=r)
-        self.pending = prom.Gauge(P + "pending_settlements",
-                                  "Broadcast settlements whose receipt has not been collected", registry=r)
+        self.verify = prom.Counter(
+            P + "verify_total",
+            "POST /verify answers by network, result and reason",
+            ["network", "result", "reason"],
+            registry=r,
+        )
+        self.settle = prom.Counter(
+            P + "settle_total",
+            "POST /settle answers by network, result and reason",
+            ["network", "result", "reason"],
+            registry=r,
+        )
+        self.duration = prom.Histogram(
+            P + "request_duration_seconds",
+            "Time to answer /verify and /settle",
+            ["endpoint"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.nonce = prom.Gauge(
+            P + "relayer_nonce", "Next nonce the relayer will use, per network", ["network"], registry=r
+        )
+        self.pending = prom.Gauge(
+            P + "pending_settlements",
+            "Broadcast settlements whose receipt has not been collected",
+            registry=r,
+        )
         self.in_flight = prom.Gauge(P + "settlements_in_flight", "Settle jobs running now", registry=r)
 
     def track_ledger(self, *, pending: Callable[[], int], in_flight: Callable[[], int]) -> None:

@@ -51,8 +51,14 @@ class _NoPendingStore:
 class Network:
     """One configured chain: its RPC node, relayer and x402 facilitator (v2, and v1 when named)."""
 
-    def __init__(self, cfg: config.NetworkConfig, *, account: LocalAccount, settings: config.Settings,
-                 on_nonce: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        cfg: config.NetworkConfig,
+        *,
+        account: LocalAccount,
+        settings: config.Settings,
+        on_nonce: Callable[[int], None],
+    ) -> None:
         self.config = cfg
         self.node = rpc.Rpc(cfg.rpc_url, request_timeout=settings.rpc_timeout)
         # web3's validation middleware asks eth_chainId before every eth_call (~15% of a settle's CPU);
@@ -60,16 +66,26 @@ class Network:
         provider = self.node.w3.provider
         provider.cacheable_requests = {RPCEndpoint("eth_chainId")}
         provider.cache_allowed_requests = True
-        self.relayer = relayer.Relayer(node=self.node, account=account, chain_id=cfg.chain_id,
-                                       gas_limit=settings.gas_limit,
-                                       confirmation_timeout=settings.confirmation_timeout,
-                                       poll=settings.receipt_poll, on_nonce=on_nonce)
+        self.relayer = relayer.Relayer(
+            node=self.node,
+            account=account,
+            chain_id=cfg.chain_id,
+            gas_limit=settings.gas_limit,
+            confirmation_timeout=settings.confirmation_timeout,
+            poll=settings.receipt_poll,
+            on_nonce=on_nonce,
+        )
         self.x402 = x402FacilitatorSync()
-        self.x402.register([cfg.caip2], ExactEvmFacilitatorScheme(
-            self.relayer, ExactEvmSchemeConfig(simulate_in_settle=True), pending_store=_NoPendingStore()))
+        self.x402.register(
+            [cfg.caip2],
+            ExactEvmFacilitatorScheme(
+                self.relayer, ExactEvmSchemeConfig(simulate_in_settle=True), pending_store=_NoPendingStore()
+            ),
+        )
         if cfg.v1_name is not None:
-            self.x402.register_v1([cfg.v1_name], ExactEvmSchemeV1(
-                self.relayer, ExactEvmSchemeV1Config(simulate_in_settle=True)))
+            self.x402.register_v1(
+                [cfg.v1_name], ExactEvmSchemeV1(self.relayer, ExactEvmSchemeV1Config(simulate_in_settle=True))
+            )
         self._checked = False
         self._check_lock = asyncio.Lock()
 
@@ -88,9 +104,17 @@ class Network:
             except rpc.ChainError:
                 raise Unavailable("the RPC node is unreachable") from None
             self._checked = True
-            log.info("network ready", extra={"fields": {
-                "network": self.config.caip2, "v1": self.config.v1_name,
-                "rpc": config.redact_url(self.config.rpc_url), "relayer": self.relayer.address}})
+            log.info(
+                "network ready",
+                extra={
+                    "fields": {
+                        "network": self.config.caip2,
+                        "v1": self.config.v1_name,
+                        "rpc": config.redact_url(self.config.rpc_url),
+                        "relayer": self.relayer.address,
+                    }
+                },
+            )
 
     @property
     def ready(self) -> bool:

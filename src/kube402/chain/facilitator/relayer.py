@@ -58,9 +58,15 @@ T = TypeVar("T")
 _TRANSPORT = (requests.RequestException, w3exc.ProviderConnectionError, w3exc.RequestTimedOut, OSError)
 _GAS_PRICE_TTL = 2.0
 _MAX_POLL = 0.5
-_ERC20_BALANCE_ABI = [{"type": "function", "name": "balanceOf", "stateMutability": "view",
-                       "inputs": [{"name": "account", "type": "address"}],
-                       "outputs": [{"name": "", "type": "uint256"}]}]
+_ERC20_BALANCE_ABI = [
+    {
+        "type": "function",
+        "name": "balanceOf",
+        "stateMutability": "view",
+        "inputs": [{"name": "account", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    }
+]
 _local = threading.local()
 
 
@@ -184,25 +190,51 @@ class Relayer:
         return int(self.read_contract(token_address, _ERC20_BALANCE_ABI, "balanceOf", owner))
 
     def read_contract(self, address: str, abi: list[dict[str, Any]], function_name: str, *args: Any) -> Any:
-        if address.lower() == MULTICALL3_ADDRESS.lower() and function_name == "tryAggregate" \
-                and not self._has_multicall():
+        if (
+            address.lower() == MULTICALL3_ADDRESS.lower()
+            and function_name == "tryAggregate"
+            and not self._has_multicall()
+        ):
             return self._try_aggregate(args[1])
         contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
         call = getattr(contract.functions, function_name)(*args)
         return _guard("eth_call", lambda: call.call({"from": self._address}))
 
-    def verify_typed_data(self, address: str, domain: Any, types: dict[str, list[Any]], primary_type: str,
-                          message: dict[str, Any], signature: bytes) -> bool:
-        domain_dict = domain if isinstance(domain, dict) else {
-            k: v for k, v in (("name", domain.name), ("version", domain.version),
-                              ("chainId", domain.chain_id), ("verifyingContract", domain.verifying_contract))
-            if v is not None}
-        fields = {"name": "string", "version": "string", "chainId": "uint256",
-                  "verifyingContract": "address", "salt": "bytes32"}
+    def verify_typed_data(
+        self,
+        address: str,
+        domain: Any,
+        types: dict[str, list[Any]],
+        primary_type: str,
+        message: dict[str, Any],
+        signature: bytes,
+    ) -> bool:
+        domain_dict = (
+            domain
+            if isinstance(domain, dict)
+            else {
+                k: v
+                for k, v in (
+                    ("name", domain.name),
+                    ("version", domain.version),
+                    ("chainId", domain.chain_id),
+                    ("verifyingContract", domain.verifying_contract),
+                )
+                if v is not None
+            }
+        )
+        fields = {
+            "name": "string",
+            "version": "string",
+            "chainId": "uint256",
+            "verifyingContract": "address",
+            "salt": "bytes32",
+        }
         full_types: dict[str, Any] = {"EIP712Domain": [{"name": k, "type": fields[k]} for k in domain_dict]}
         for name, entries in types.items():
-            full_types[name] = [e if isinstance(e, dict) else {"name": e.name, "type": e.type}
-                                for e in entries]
+            full_types[name] = [
+                e if isinstance(e, dict) else {"name": e.name, "type": e.type} for e in entries
+            ]
         msg = {k: (_hex(v) if isinstance(v, bytes) else v) for k, v in message.items()}
         typed = {"types": full_types, "primaryType": primary_type, "domain": domain_dict, "message": msg}
         signable = encode_typed_data(full_message=typed)
@@ -213,14 +245,21 @@ class Relayer:
             return False
         digest = HexBytes(b"\x19\x01" + signable.header + signable.body)
         try:
-            result = self.read_contract(address, IS_VALID_SIGNATURE_ABI, "isValidSignature",
-                                        bytes(Web3.keccak(digest)), signature)
+            result = self.read_contract(
+                address, IS_VALID_SIGNATURE_ABI, "isValidSignature", bytes(Web3.keccak(digest)), signature
+            )
         except w3exc.ContractLogicError:
             return False
         return isinstance(result, bytes) and result[:4] == EIP1271_MAGIC_VALUE
 
-    def write_contract(self, address: str, abi: list[dict[str, Any]], function_name: str, *args: Any,
-                       data_suffix: str | None = None) -> str:
+    def write_contract(
+        self,
+        address: str,
+        abi: list[dict[str, Any]],
+        function_name: str,
+        *args: Any,
+        data_suffix: str | None = None,
+    ) -> str:
         contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
         calldata = append_data_suffix(str(contract.encode_abi(function_name, args=list(args))), data_suffix)
         return self._send(address, bytes(HexBytes(calldata)))
@@ -233,9 +272,12 @@ class Relayer:
         if receipt is None:
             _probe().receipt_late = True
             raise TimeoutError(f"no receipt for {tx_hash} within {self.confirmation_timeout:g}s")
-        return TransactionReceipt(status=TX_STATUS_SUCCESS if receipt["status"] == 1 else 0,
-                                  block_number=int(receipt["blockNumber"]), tx_hash=tx_hash,
-                                  logs=list(receipt.get("logs") or []))
+        return TransactionReceipt(
+            status=TX_STATUS_SUCCESS if receipt["status"] == 1 else 0,
+            block_number=int(receipt["blockNumber"]),
+            tx_hash=tx_hash,
+            logs=list(receipt.get("logs") or []),
+        )
 
     # -- receipts -----------------------------------------------------------------------------------
 
@@ -266,8 +308,11 @@ class Relayer:
             pass
         if nonce is None:
             return Lookup.UNKNOWN
-        mined = int(_guard("eth_getTransactionCount",
-                           lambda: self._w3.eth.get_transaction_count(self._address, "latest")))
+        mined = int(
+            _guard(
+                "eth_getTransactionCount", lambda: self._w3.eth.get_transaction_count(self._address, "latest")
+            )
+        )
         return Lookup.DEAD if mined > nonce else Lookup.UNKNOWN
 
     def _receipt_or_none(self, tx_hash: str) -> TxReceipt | None:
@@ -285,8 +330,15 @@ class Relayer:
         with self._send_lock:
             for attempt in (1, 2):
                 nonce = self._nonce()
-                tx: TxParams = {"to": target, "data": data, "value": Wei(0), "nonce": Nonce(nonce),
-                                "gas": self._gas_limit, "gasPrice": Wei(price), "chainId": self._chain_id}
+                tx: TxParams = {
+                    "to": target,
+                    "data": data,
+                    "value": Wei(0),
+                    "nonce": Nonce(nonce),
+                    "gas": self._gas_limit,
+                    "gasPrice": Wei(price),
+                    "chainId": self._chain_id,
+                }
                 signed = self._account.sign_transaction(tx)  # type: ignore[arg-type]
                 tx_hash = _hex(signed.hash)
                 probe.tx_hash, probe.tx_nonce, probe.accepted = tx_hash, nonce, False
@@ -314,8 +366,10 @@ class Relayer:
 
     def _nonce(self) -> int:
         if self._next_nonce is None:
-            count = _guard("eth_getTransactionCount",
-                           lambda: self._w3.eth.get_transaction_count(self._address, "pending"))
+            count = _guard(
+                "eth_getTransactionCount",
+                lambda: self._w3.eth.get_transaction_count(self._address, "pending"),
+            )
             self._next_nonce = int(count)
             if self._on_nonce is not None:
                 self._on_nonce(self._next_nonce)
@@ -345,8 +399,11 @@ class Relayer:
         """``tryAggregate(false, calls)`` as separate ``eth_call``s: the same results for read-only calls."""
         results: list[tuple[bool, bytes]] = []
         for target, call_data in calls:
-            params: TxParams = {"to": Web3.to_checksum_address(target), "data": HexBytes(call_data),
-                                "from": self._address}
+            params: TxParams = {
+                "to": Web3.to_checksum_address(target),
+                "data": HexBytes(call_data),
+                "from": self._address,
+            }
             try:
                 results.append((True, self._call(params)))
             except w3exc.ContractLogicError as err:

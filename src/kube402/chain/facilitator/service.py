@@ -78,7 +78,8 @@ class Service:
         self.metrics = metrics
         self.networks = tuple(
             network.Network(n, account=account, settings=settings, on_nonce=metrics.nonce_setter(n.label))
-            for n in settings.networks)
+            for n in settings.networks
+        )
         self._by_name: dict[tuple[int, str], network.Network] = {}
         for net in self.networks:
             self._by_name[(2, net.config.caip2)] = net
@@ -86,10 +87,17 @@ class Service:
                 self._by_name[(1, net.config.v1_name)] = net
         self.ledger = ledger.Ledger()
         metrics.track_ledger(pending=lambda: self.ledger.pending, in_flight=lambda: self.ledger.in_flight)
-        self._pool = concurrent.futures.ThreadPoolExecutor(settings.workers,
-                                                           thread_name_prefix="x402-mechanism")
-        self._supported = Reply(200, wire.dump(wire.supported(
-            (wire.Kind(n.caip2, n.v1_name) for n in settings.networks), signers=[account.address])))
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            settings.workers, thread_name_prefix="x402-mechanism"
+        )
+        self._supported = Reply(
+            200,
+            wire.dump(
+                wire.supported(
+                    (wire.Kind(n.caip2, n.v1_name) for n in settings.networks), signers=[account.address]
+                )
+            ),
+        )
 
     @property
     def relayer_address(self) -> str:
@@ -126,8 +134,11 @@ class Service:
             reply = self._unavailable(wire.verify_failure(wire.Reason.FACILITATOR_UNAVAILABLE, str(err)))
             self.metrics.verify.labels(seen.label, "unavailable", "").inc()
         else:
-            self.metrics.verify.labels(seen.label, "valid" if response.is_valid else "invalid",
-                                       metrics.reason_label(response.invalid_reason)).inc()
+            self.metrics.verify.labels(
+                seen.label,
+                "valid" if response.is_valid else "invalid",
+                metrics.reason_label(response.invalid_reason),
+            ).inc()
             reply = Reply(200, wire.dump(response))
         self.metrics.duration.labels("verify").observe(time.perf_counter() - started)
         return reply
@@ -142,15 +153,21 @@ class Service:
         seen.label = net.config.label
         await net.ensure_ready()
         response, probe, error = await self._run(
-            lambda: net.x402.verify(request.payload, request.requirements))
+            lambda: net.x402.verify(request.payload, request.requirements)
+        )
         if error is not None or response is None:
             return self._verify_error(error, probe, net, request)
         if not response.is_valid and probe.rpc_failure:
             raise network.Unavailable(probe.rpc_failure)
         return response
 
-    def _verify_error(self, error: BaseException | None, probe: relayer.Probe, net: network.Network,
-                      request: wire.PaymentRequest) -> VerifyResponse:
+    def _verify_error(
+        self,
+        error: BaseException | None,
+        probe: relayer.Probe,
+        net: network.Network,
+        request: wire.PaymentRequest,
+    ) -> VerifyResponse:
         if probe.rpc_failure:
             raise network.Unavailable(probe.rpc_failure)
         if isinstance(error, SchemeNotFoundError):
@@ -166,22 +183,35 @@ class Service:
         try:
             response = self._sanitized(await self._settle(body, seen))
         except wire.NotJson as err:
-            reply = Reply(400, wire.dump(wire.settle_failure(wire.Reason.INVALID_PAYLOAD, str(err),
-                                                             network="")))
+            reply = Reply(
+                400, wire.dump(wire.settle_failure(wire.Reason.INVALID_PAYLOAD, str(err), network=""))
+            )
             self.metrics.settle.labels(seen.label, "bad_request", "").inc()
         except network.Unavailable as err:
-            reply = self._unavailable(wire.settle_failure(wire.Reason.FACILITATOR_UNAVAILABLE, str(err),
-                                                          network=seen.network))
+            reply = self._unavailable(
+                wire.settle_failure(wire.Reason.FACILITATOR_UNAVAILABLE, str(err), network=seen.network)
+            )
             self.metrics.settle.labels(seen.label, "unavailable", "").inc()
         else:
-            result = "success" if response.success else (
-                "pending" if response.error_reason == wire.Reason.SETTLEMENT_PENDING else "failed")
+            result = (
+                "success"
+                if response.success
+                else ("pending" if response.error_reason == wire.Reason.SETTLEMENT_PENDING else "failed")
+            )
             self.metrics.settle.labels(seen.label, result, metrics.reason_label(response.error_reason)).inc()
-            log.info("settle", extra={"fields": {
-                "network": seen.label, "result": result, "reason": response.error_reason,
-                "payer": response.payer,
-                "transaction": response.transaction or None,
-                "ms": round((time.perf_counter() - started) * 1000, 1)}})
+            log.info(
+                "settle",
+                extra={
+                    "fields": {
+                        "network": seen.label,
+                        "result": result,
+                        "reason": response.error_reason,
+                        "payer": response.payer,
+                        "transaction": response.transaction or None,
+                        "ms": round((time.perf_counter() - started) * 1000, 1),
+                    }
+                },
+            )
             reply = Reply(200, wire.dump(response))
         self.metrics.duration.labels("settle").observe(time.perf_counter() - started)
         return reply
@@ -193,40 +223,52 @@ class Service:
             seen.network = request.network
             net = self._network(request)
         except wire.Invalid as err:
-            return wire.settle_failure(err.reason, err.message, network=err.network or seen.network,
-                                       payer=err.payer)
+            return wire.settle_failure(
+                err.reason, err.message, network=err.network or seen.network, payer=err.payer
+            )
         seen.label = net.config.label
         await net.ensure_ready()
         return await self.ledger.settle(
-            request.authorization(net.config.chain_id), body=request.body_key,
+            request.authorization(net.config.chain_id),
+            body=request.body_key,
             expires=_valid_before(request) + self.settings.pending_grace,
             attempt=lambda: self._attempt(net, request),
-            resolve=lambda tx, nonce: self._resolve(net, request, tx, nonce))
+            resolve=lambda tx, nonce: self._resolve(net, request, tx, nonce),
+        )
 
     async def _attempt(self, net: network.Network, request: wire.PaymentRequest) -> ledger.Attempt:
         response, probe, error = await self._run(
-            lambda: net.x402.settle(request.payload, request.requirements))
+            lambda: net.x402.settle(request.payload, request.requirements)
+        )
         sent = probe.tx_hash
         if response is not None and (response.success or response.transaction):
             return ledger.Attempt(response, probe.tx_nonce)
-        if sent is not None and (error is not None or probe.receipt_late or probe.rpc_failure
-                                 or not probe.accepted):
+        if sent is not None and (
+            error is not None or probe.receipt_late or probe.rpc_failure or not probe.accepted
+        ):
             # The mechanism lost the hash (v1 receipt timeout, an uncertain send): the transfer may happen.
             return ledger.Attempt(_pending(request, sent, payer=request.payer), probe.tx_nonce)
         if probe.rpc_failure:
             raise network.Unavailable(probe.rpc_failure)
         if response is None:
             if isinstance(error, SchemeNotFoundError):
-                return ledger.Attempt(wire.settle_failure(*_unrouted(request), network=request.network,
-                                                          payer=request.payer))
+                return ledger.Attempt(
+                    wire.settle_failure(*_unrouted(request), network=request.network, payer=request.payer)
+                )
             log.error("settle failed unexpectedly on %s", net.config.label, exc_info=error)
-            return ledger.Attempt(wire.settle_failure(wire.Reason.UNEXPECTED_SETTLE_ERROR,
-                                                      "unexpected settlement error", network=request.network,
-                                                      payer=request.payer))
+            return ledger.Attempt(
+                wire.settle_failure(
+                    wire.Reason.UNEXPECTED_SETTLE_ERROR,
+                    "unexpected settlement error",
+                    network=request.network,
+                    payer=request.payer,
+                )
+            )
         return ledger.Attempt(response)
 
-    async def _resolve(self, net: network.Network, request: wire.PaymentRequest, tx_hash: str,
-                       nonce: int | None) -> ledger.Attempt | None:
+    async def _resolve(
+        self, net: network.Network, request: wire.PaymentRequest, tx_hash: str, nonce: int | None
+    ) -> ledger.Attempt | None:
         """The outcome of a pending transaction from its receipt (waiting once more, bounded)."""
         auth = request.payload.payload["authorization"]
 
@@ -241,12 +283,22 @@ class Service:
             if receipt["status"] != 1:
                 reason = ERR_TRANSACTION_FAILED
             elif not verify_eip3009_transfer_event(
-                    list(receipt.get("logs") or []), request.requirements.asset, from_address=auth["from"],
-                    to=auth["to"], value=int(auth["value"])):
+                list(receipt.get("logs") or []),
+                request.requirements.asset,
+                from_address=auth["from"],
+                to=auth["to"],
+                value=int(auth["value"]),
+            ):
                 reason = ERR_TRANSFER_EVENT_MISMATCH
-            return ledger.Attempt(SettleResponse(success=reason is None, error_reason=reason,
-                                                 transaction=tx_hash, network=request.network,
-                                                 payer=request.payer))
+            return ledger.Attempt(
+                SettleResponse(
+                    success=reason is None,
+                    error_reason=reason,
+                    transaction=tx_hash,
+                    network=request.network,
+                    payer=request.payer,
+                )
+            )
 
         result, probe, error = await self._run(work)
         if error is not None:  # could not look: still pending
@@ -260,13 +312,17 @@ class Service:
     def _network(self, request: wire.PaymentRequest) -> network.Network:
         net = self._by_name.get((request.version, request.network))
         if net is None:
-            raise wire.Invalid(wire.Reason.INVALID_NETWORK,
-                               f"network {request.network!r} is not served by this facilitator for x402 "
-                               f"v{request.version}", network=request.network, payer=request.payer)
+            raise wire.Invalid(
+                wire.Reason.INVALID_NETWORK,
+                f"network {request.network!r} is not served by this facilitator for x402 v{request.version}",
+                network=request.network,
+                payer=request.payer,
+            )
         return net
 
     async def _run(self, fn: Callable[[], T]) -> tuple[T | None, relayer.Probe, BaseException | None]:
         """Run blocking mechanism work in the pool with a fresh probe; exceptions are returned."""
+
         def work() -> tuple[T | None, relayer.Probe, BaseException | None]:
             with relayer.observe() as probe:
                 try:
@@ -292,9 +348,13 @@ class Service:
 
 
 def _pending(request: wire.PaymentRequest, tx_hash: str, *, payer: str | None) -> SettleResponse:
-    return wire.settle_failure(wire.Reason.SETTLEMENT_PENDING,
-                               "the transaction has no receipt yet; retry with the same payload",
-                               network=request.network, payer=payer, transaction=tx_hash)
+    return wire.settle_failure(
+        wire.Reason.SETTLEMENT_PENDING,
+        "the transaction has no receipt yet; retry with the same payload",
+        network=request.network,
+        payer=payer,
+        transaction=tx_hash,
+    )
 
 
 def _unrouted(request: wire.PaymentRequest) -> tuple[str, str]:
@@ -306,5 +366,3 @@ def _unrouted(request: wire.PaymentRequest) -> tuple[str, str]:
 
 def _valid_before(request: wire.PaymentRequest) -> float:
     return float(int(request.payload.payload["authorization"]["validBefore"]))
-
-

@@ -114,8 +114,12 @@ class PaymentRequest:
     body_key: str
 
     def authorization(self, chain_id: int) -> AuthorizationKey:
-        return AuthorizationKey(chain_id=chain_id, asset=self.requirements.asset.lower(),
-                                payer=self.payer.lower(), nonce=self.nonce.lower())
+        return AuthorizationKey(
+            chain_id=chain_id,
+            asset=self.requirements.asset.lower(),
+            payer=self.payer.lower(),
+            nonce=self.nonce.lower(),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,13 +147,19 @@ def parse_request(body: bytes) -> PaymentRequest:
     version = _version(doc, payload_raw)
     network_raw = requirements_raw.get("network")
     network = network_raw if type(network_raw) is str else ""
-    payload = _model(PaymentPayloadV1 if version == 1 else PaymentPayload, payload_raw,
-                     Reason.INVALID_PAYLOAD, network)
-    requirements = _model(PaymentRequirementsV1 if version == 1 else PaymentRequirements, requirements_raw,
-                          Reason.INVALID_PAYMENT_REQUIREMENTS, network)
+    payload = _model(
+        PaymentPayloadV1 if version == 1 else PaymentPayload, payload_raw, Reason.INVALID_PAYLOAD, network
+    )
+    requirements = _model(
+        PaymentRequirementsV1 if version == 1 else PaymentRequirements,
+        requirements_raw,
+        Reason.INVALID_PAYMENT_REQUIREMENTS,
+        network,
+    )
     if requirements.scheme != SCHEME:
-        raise Invalid(Reason.UNSUPPORTED_SCHEME, f"scheme {requirements.scheme!r} is not supported",
-                      network=network)
+        raise Invalid(
+            Reason.UNSUPPORTED_SCHEME, f"scheme {requirements.scheme!r} is not supported", network=network
+        )
     auth = _authorization(payload_raw.get("payload"), network)
     payer = auth["from"]
     return PaymentRequest(
@@ -190,20 +200,32 @@ def _authorization(inner: Any, network: str) -> dict[str, str]:
         raise Invalid(Reason.INVALID_PAYLOAD, "only EIP-3009 authorizations are supported", network=network)
     auth, signature = inner.get("authorization"), inner.get("signature")
     if type(auth) is not dict or any(type(auth.get(k)) is not str for k in _AUTH_FIELDS):
-        raise Invalid(Reason.INVALID_PAYLOAD, "payload.authorization needs string fields "
-                      + ", ".join(_AUTH_FIELDS), network=network)
+        raise Invalid(
+            Reason.INVALID_PAYLOAD,
+            "payload.authorization needs string fields " + ", ".join(_AUTH_FIELDS),
+            network=network,
+        )
     payer = auth.get("from") if _ADDRESS.fullmatch(auth["from"]) else None
     checks = (
-        ("from", _ADDRESS), ("to", _ADDRESS), ("value", _UINT), ("validAfter", _UINT), ("validBefore", _UINT),
+        ("from", _ADDRESS),
+        ("to", _ADDRESS),
+        ("value", _UINT),
+        ("validAfter", _UINT),
+        ("validBefore", _UINT),
         ("nonce", _NONCE),
     )
     for name, pattern in checks:
         if not pattern.fullmatch(auth[name]):
-            raise Invalid(Reason.INVALID_PAYLOAD, f"payload.authorization.{name} is malformed",
-                          network=network, payer=payer)
+            raise Invalid(
+                Reason.INVALID_PAYLOAD,
+                f"payload.authorization.{name} is malformed",
+                network=network,
+                payer=payer,
+            )
     if type(signature) is not str or not _HEX.fullmatch(signature):
-        raise Invalid(Reason.INVALID_PAYLOAD, "payload.signature must be 0x-prefixed hex", network=network,
-                      payer=payer)
+        raise Invalid(
+            Reason.INVALID_PAYLOAD, "payload.signature must be 0x-prefixed hex", network=network, payer=payer
+        )
     return {k: auth[k] for k in _AUTH_FIELDS}
 
 
@@ -229,10 +251,17 @@ def verify_failure(reason: str, message: str, *, payer: str | None = None) -> Ve
     return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
 
 
-def settle_failure(reason: str, message: str, *, network: str, payer: str | None = None,
-                   transaction: str = "") -> SettleResponse:
-    return SettleResponse(success=False, error_reason=reason, error_message=message, network=network,
-                          payer=payer, transaction=transaction)
+def settle_failure(
+    reason: str, message: str, *, network: str, payer: str | None = None, transaction: str = ""
+) -> SettleResponse:
+    return SettleResponse(
+        success=False,
+        error_reason=reason,
+        error_message=message,
+        network=network,
+        payer=payer,
+        transaction=transaction,
+    )
 
 
 def dump(model: pydantic.BaseModel) -> bytes:
