@@ -1,4 +1,10 @@
-"""``kube402 dev up|down|status``: the local environment (real control plane + anvil) in the background."""
+"""``kube402 dev up|down|status|upstream``: the whole local environment as background processes.
+
+``up`` starts (idempotently) a real control plane, anvil made to look like Base Sepolia, ``kube402
+facilitator``, ``verifier``, ``controller`` and the ingress, funds a buyer, seeds the pricing
+configuration, and writes every endpoint to ``.kube402/dev.env``. ``upstream NAME -n NS`` adds a demo
+OpenAI-compatible upstream with its Service, ready for ``kube402 sell http``.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,41 @@ import sys
 import time
 from pathlib import Path
 
-from kube402.devenv import stack
+from kube402.cli.errors import CliError, UsageError
+from kube402.devenv import services, stack
 
 __all__ = ["add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dev", help="local environment: real kube-apiserver + etcd + anvil")
+    p = sub.add_parser(
+        "dev", help="local environment: control plane, anvil, facilitator, verifier, controller, ingress"
+    )
     p.add_argument("--dir", default=".kube402", help="state directory (default .kube402 in the working dir)")
-    dsub = p.add_subparsers(dest="dev_command", metavar="up|down|status", required=True)
-    dsub.add_parser("up", help="start (idempotent) and print the endpoints").set_defaults(func=_up)
+    dsub = p.add_subparsers(dest="dev_command", metavar="up|down|status|upstream", required=True)
+    up = dsub.add_parser("up", help="start everything (idempotent) and print the endpoints")
+    up.add_argument("--workers", type=int, default=4, help="controller workers per queue")
+    up.set_defaults(func=_up)
     dsub.add_parser("down", help="stop exactly the processes `up` started").set_defaults(func=_down)
     dsub.add_parser("status", help="show which processes are alive").set_defaults(func=_status)
-    up = dsub.add_parser("upstream", help="serve the OpenAI-compatible demo/test upstream (foreground)")
-    up.add_argument("--port", type=int, default=11434)
-    up.add_argument("--host", default="127.0.0.1")
-    up.set_defaults(func=_upstream)
+    u = dsub.add_parser(
+        "upstream", help="run the OpenAI-compatible demo upstream (with NAME: and its Service)"
+    )
+    u.add_argument(
+        "name", nargs="?", help="Service name; without it the upstream runs in the foreground only"
+    )
+    u.add_argument("-n", "--namespace", default="default", help="namespace of the Service (default default)")
+    u.add_argument(
+        "--port", type=int, default=None, help="port on 127.0.0.1 and of the Service (default: a free one)"
+    )
+    u.add_argument("--host", default="127.0.0.1", help="listen address in the foreground form")
+    u.set_defaults(func=_upstream)
+    g = dsub.add_parser("gateway", help=argparse.SUPPRESS)
+    g.add_argument("--kubeconfig", required=True)
+    g.add_argument("--listen", required=True)
+    g.add_argument("--verify-url", required=True)
+    g.add_argument("--proxy-url", required=True)
+    g.set_defaults(func=_gateway)
 
 
 def _say(text: str) -> None:
@@ -32,7 +57,19 @@ def _say(text: str) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    state, started = asyncio.run(stack.up(Path(args.dir), progress=_say))
+    directory = Path(args.dir).resolve()
+
+    async def run() -> bool:
+        _, started = await stack.up(directory, progress=_say)
+        _say("starting kube402 facilitator, verifier, controller and the ingress (those not running)")
+        await services.start(directory, controller_workers=args.workers, upstream=False)
+        for line in await services.seed(directory):
+            _say(line)
+        return started
+
+    started = asyncio.run(run())
+    state = stack.load(directory)
+    assert state is not None
     if started:
         _say(f"environment up in {time.monotonic() - t0:.1f}s (logs in {state.directory / 'logs'})")
     else:
@@ -40,6 +77,9 @@ def _up(args: argparse.Namespace) -> int:
     for line in state.env_lines():
         print(line)
     _say(f"source it with: set -a; . {state.env_file}; set +a")
+    _say(
+        "sell a demo service: kube402 dev upstream demo -n demo, then the `kube402 sell http` line it prints"
+    )
     return 0
 
 
@@ -65,14 +105,79 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _upstream(args: argparse.Namespace) -> int:
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: must be in 1..65535")
+    if args.name is None:
+        return _upstream_foreground(args)
+    from kube402.cli import sell_validate as check
+    from kube402.devenv import process
+
+    check.check_name(args.name, flag="NAME", what="Service name")
+    check.check_name(args.namespace, flag="--namespace", what="namespace")
+    if stack.load(Path(args.dir).resolve()) is None:
+        raise CliError(f"no local environment in {args.dir}: run `kube402 dev up` first")
+    port = args.port or process.free_port()
+    url = asyncio.run(services.demo_upstream(Path(args.dir), args.name, args.namespace, port))
+    print(
+        f"demo upstream {args.namespace}/{args.name} on {url} "
+        f"(Service {args.namespace}/{args.name} port {port})"
+    )
+    state = stack.load(Path(args.dir).resolve())
+    wallet = (state.extra.get("X402_WALLET") if state else None) or "0x…"
+    print(
+        f"sell it: kube402 sell http {args.name} -n {args.namespace} --upstream {args.name} --port {port} "
+        f"--price 0.001 --wallet {wallet} --wait"
+    )
+    return 0
+
+
+def _upstream_foreground(args: argparse.Namespace) -> int:
     import signal
 
     from kube402.devenv.upstream import TestUpstream
 
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    server = TestUpstream(port=args.port, host=args.host).start()
+    server = TestUpstream(port=args.port or 11434, host=args.host).start()
     _say(f"demo upstream on {server.url} (GET /health, POST /v1/chat/completions)")
     signal.sigwait(stop_signals)
     server.stop()
     return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    """The stand-in ingress of the local stack (see ``devenv.services.start_ingress``)."""
+    from kube402.devenv import gateway
+    from kube402.kube import resources
+    from kube402.kube.client import Kube
+    from kube402.kube.informer import Informer
+
+    port = args.listen.rpartition(":")[2]
+
+    async def run() -> int:
+        kube = Kube.connect(kubeconfig=args.kubeconfig, field_manager="kube402-dev-gateway")
+        routes, mws, svcs = (
+            Informer(kube, r) for r in (resources.HTTPROUTE, resources.MIDDLEWARE, resources.SERVICE)
+        )
+        tasks = [asyncio.create_task(inf.run()) for inf in (routes, mws, svcs)]
+        app = gateway.ForwardAuthGateway(
+            routes=lambda: gateway.routes_from_cluster(
+                httproutes=routes.store,
+                middlewares=mws.store,
+                services=svcs.store,
+                verify_url=args.verify_url,
+                verifier_service=("x402", "x402-verifier"),
+                verifier_proxy_url=args.proxy_url,
+            )
+        )
+        try:
+            async with gateway.serving(app, int(port)):
+                await asyncio.Event().wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await app.aclose()
+            await kube.aclose()
+        return 0
+
+    return asyncio.run(run())

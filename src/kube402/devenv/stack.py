@@ -20,6 +20,8 @@ from kube402.devenv.controlplane import ControlPlane
 __all__ = ["DevState", "add_process", "down", "load", "set_extra", "status", "up"]
 
 Progress = Callable[[str], None]
+CORE = ("etcd", "kube-apiserver", "kube-controller-manager", "anvil")
+"""The processes ``up`` starts itself; kube402's services on top are restarted one by one (``services``)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -77,13 +79,21 @@ def status(directory: Path) -> dict[str, bool]:
     return {name: process.alive(pid) for name, pid in state.pids.items()}
 
 
+def _resolved(directory: Path) -> Path:
+    return directory.resolve()
+
+
 async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[DevState, bool]:
     """Start (or find running) the local environment. Returns (state, started_now)."""
-    directory = directory.resolve()
+    directory = _resolved(directory)
     existing = load(directory)
     if existing is not None:
-        alive = {n: process.alive(p) for n, p in existing.pids.items()}
+        alive = {n: process.alive(p) for n, p in existing.pids.items() if n in CORE}
         if alive and all(alive.values()):
+            for name, pid in list(existing.pids.items()):
+                if name not in CORE and not process.alive(pid):
+                    del existing.pids[name]  # a dead service: its starter brings it back
+            existing.save()
             return existing, False
         progress("previous environment is partly down; stopping its remains")
         down(directory)
@@ -155,7 +165,7 @@ def down(directory: Path) -> list[str]:
             if process.alive(pid):
                 process.stop(pid)
                 stopped.append(name)
-    for sub in ("controlplane", "state.json", "dev.env", "logs"):
+    for sub in ("controlplane", "state.json", "dev.env", "logs", "buyer.key"):
         target = directory / sub
         if target.is_dir():
             shutil.rmtree(target, ignore_errors=True)
