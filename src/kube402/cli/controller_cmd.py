@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 
-from kube402.controller import main as controller_main
 from kube402.controller.settings import GatewayRef, ServiceRef, Settings
 
 __all__ = ["add_parser", "run"]
@@ -57,4 +56,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"kube402 controller: {err}")
         return 2
+    from kube402.controller import main as controller_main  # heavy: only when the controller runs
+
     return asyncio.run(controller_main.run(settings, kubeconfig=args.kubeconfig, context=args.context))

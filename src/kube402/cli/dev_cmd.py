@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from kube402.cli.errors import CliError, UsageError
-from kube402.devenv import services, stack
 
 __all__ = ["add_parser"]
 
@@ -56,6 +55,8 @@ def _say(text: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from kube402.devenv import services, stack
+
     t0 = time.monotonic()
     directory = Path(args.dir).resolve()
 
@@ -84,12 +85,16 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from kube402.devenv import stack
+
     stopped = stack.down(Path(args.dir))
     _say("stopped " + (", ".join(stopped) if stopped else "nothing (no running environment)"))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    from kube402.devenv import stack
+
     st = stack.status(Path(args.dir))
     if not st:
         print("no environment in", args.dir)
@@ -110,7 +115,7 @@ def _upstream(args: argparse.Namespace) -> int:
     if args.name is None:
         return _upstream_foreground(args)
     from kube402.cli import sell_validate as check
-    from kube402.devenv import process
+    from kube402.devenv import process, services, stack
 
     check.check_name(args.name, flag="NAME", what="Service name")
     check.check_name(args.namespace, flag="--namespace", what="namespace")

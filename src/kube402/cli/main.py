@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Sequence
 
 from kube402 import __version__
@@ -12,8 +13,15 @@ from kube402.cli import logs
 __all__ = ["entry", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the flag and the rule (and where to read more), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kube402", description="Sell HTTP services for x402 stablecoin micropayments on Kubernetes."
     )
     parser.add_argument("--version", action="version", version=f"kube402 {__version__}")

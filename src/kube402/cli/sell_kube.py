@@ -14,6 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+from lightkube.core.exceptions import ConfigError as KubeConfigError
+
 from kube402.api import names
 from kube402.cli.errors import CliError, api_sentence
 from kube402.kube import errors as kube_errors
@@ -76,6 +79,17 @@ def resolve_kubeconfig(flag: str | None) -> tuple[str | None, str]:
     )
 
 
+def _contexts(path: str | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    items = doc.get("contexts") if isinstance(doc, dict) else None
+    return [str(c.get("name")) for c in items or [] if isinstance(c, dict)]
+
+
 def _is_file(path: str) -> bool:
     return Path(path).is_file()
 
@@ -104,8 +118,13 @@ class Cluster:
             )
         try:
             conf = load_config(path, context)
-        except kube_errors.ApiError as err:
-            raise CliError(f"{err.message} ({path or 'in-cluster'}); use --context NAME") from None
+        except (kube_errors.ApiError, KubeConfigError) as err:
+            if context and "not found" in str(err):
+                known = ", ".join(_contexts(path)) or "none"
+                raise CliError(
+                    f"--context {context}: no such context in kubeconfig {path} (it has: {known})"
+                ) from None
+            raise CliError(f"kubeconfig {path or 'in-cluster'}: {err}") from None
         kube = Kube.connect(
             kubeconfig=path, context=context, field_manager=FIELD_MANAGER, timeout=request_timeout
         )

@@ -33,7 +33,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -41,7 +41,9 @@ from kube402.api import chains, money, validation
 from kube402.cli import sell_validate as check
 from kube402.cli.errors import UsageError
 from kube402.verifier import config as verifier_config
-from kube402.verifier.main import Options, Verifier
+
+if TYPE_CHECKING:
+    from kube402.verifier.main import Verifier
 
 __all__ = ["LocalOffer", "add_parser", "load_offers", "pricing_text"]
 
@@ -332,6 +334,8 @@ async def _serve(
     offers_path: Path | None,
     env: Mapping[str, str],
 ) -> int:
+    from kube402.verifier.main import Options, Verifier  # the gate itself: imported only to run it
+
     with tempfile.TemporaryDirectory(prefix="kube402-local-") as tmp:
         pricing = Path(tmp) / "pricing.yaml"
         pricing.write_text(pricing_text(cfg))

@@ -99,6 +99,10 @@ def check_offer(manifest: Mapping[str, Any]) -> None:
     check_name(str(meta.get("name", "")), flag="NAME", what="ServiceOffer name")
     check_name(str(meta.get("namespace", "")), flag="--namespace", what="namespace")
     offer = v1alpha1.ServiceOffer.from_dict(manifest)
+    port = ((manifest.get("spec") or {}).get("upstream") or {}).get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        # the effective value (0 → the default) would hide it; the CRD's minimum is 1
+        raise UsageError(f"--port: upstream.port {port!r} is outside 1..65535")
     problems = [f"{_flag_for(p)}: {p}" for p in validation.spec_problems(offer)]
     if problems:
         raise UsageError("; ".join(problems))

@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from kube402.verifier.main import Options, Verifier
-
 __all__ = ["add_parser"]
+
+# Defaults of kube402.verifier.main.Options, repeated here so that building the parser does not import the
+# verifier (every kube402 command builds it); run() fills them in from Options itself.
+_DEFAULTS = {
+    "config_path": "/config/pricing.yaml",
+    "listen": ":8080",
+    "proxy_listen": ":8081",
+    "route_source": "file",
+    "namespace": "x402",
+    "upstream_resolution": "dns",
+    "default_gate_mode": "forwardAuth",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("verifier", help="run the x402 verifier (ForwardAuth /verify and proxy gate)")
-    d = Options()
+    d = argparse.Namespace(**_DEFAULTS)
     p.add_argument("--config", default=d.config_path, help="pricing.yaml path")
     p.add_argument("--listen", default=d.listen, help="host:port of /verify and the ops endpoints")
     p.add_argument(
@@ -35,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from kube402.verifier.main import Options, Verifier
+
     options = Options(
         config_path=args.config,
         listen=args.listen,
