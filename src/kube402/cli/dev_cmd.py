@@ -122,7 +122,8 @@ def _upstream(args: argparse.Namespace) -> int:
     if stack.load(Path(args.dir).resolve()) is None:
         raise CliError(f"no local environment in {args.dir}: run `kube402 dev up` first")
     port = args.port or process.free_port()
-    url = asyncio.run(services.demo_upstream(Path(args.dir), args.name, args.namespace, port))
+    port = asyncio.run(services.demo_upstream(Path(args.dir), args.name, args.namespace, port))
+    url = f"http://127.0.0.1:{port}"
     print(
         f"demo upstream {args.namespace}/{args.name} on {url} "
         f"(Service {args.namespace}/{args.name} port {port})"

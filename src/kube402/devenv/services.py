@@ -294,9 +294,9 @@ def upstream_service(name: str, namespace: str, port: int) -> dict[str, Any]:
     }
 
 
-async def demo_upstream(directory: Path, name: str, namespace: str, port: int) -> str:
+async def demo_upstream(directory: Path, name: str, namespace: str, port: int) -> int:
     """Run the demo upstream on 127.0.0.1:<port> in the background (``dev down`` stops it) and apply its
-    Namespace and Service; returns its local URL."""
+    Namespace and Service; returns the port it serves on (an already running one keeps its own)."""
     from kube402.kube import resources
     from kube402.kube.client import Kube
 
@@ -304,7 +304,15 @@ async def demo_upstream(directory: Path, name: str, namespace: str, port: int) -
     state = stack.load(directory)
     if state is None:
         raise RuntimeError("no running environment; run `kube402 dev up` first")
-    _spawn(directory, state, f"upstream-{namespace}-{name}", ["dev", "upstream", "--port", str(port)])
+    key = f"upstream-{namespace}-{name}"
+    ports: dict[str, int] = dict(state.extra.get("upstreams") or {})
+    pid = state.pids.get(key)
+    if pid and process.alive(pid) and key in ports:
+        port = ports[key]  # already running: keep its port (and its Service) as they are
+    else:
+        _spawn(directory, state, key, ["dev", "upstream", "--port", str(port)])
+        ports[key] = port
+        stack.set_extra(directory, upstreams=ports)
     url = f"http://127.0.0.1:{port}"
     await wait_http(f"{url}/health", f"demo upstream {namespace}/{name}", within=30)
     kube = Kube.connect(kubeconfig=state.kubeconfig, field_manager="kube402-dev")
@@ -317,4 +325,4 @@ async def demo_upstream(directory: Path, name: str, namespace: str, port: int) -
         await kube.apply(resources.SERVICE, upstream_service(name, namespace, port))
     finally:
         await kube.aclose()
-    return url
+    return port

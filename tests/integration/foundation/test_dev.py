@@ -33,7 +33,16 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
     assert Path(env["KUBECONFIG"]).is_file()
     state = json.loads((tmp_path / ".kube402" / "state.json").read_text())
     pids = state["pids"]
-    assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "anvil"}
+    assert set(pids) == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "anvil",
+        "facilitator",
+        "verifier",
+        "controller",
+        "ingress",
+    }
     assert all(process.alive(pid) for pid in pids.values())
     assert (tmp_path / ".kube402" / "dev.env").read_text().splitlines()[:2] == [
         f"KUBECONFIG={env['KUBECONFIG']}",
@@ -50,7 +59,7 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
     assert json.loads((tmp_path / ".kube402" / "state.json").read_text())["pids"] == pids
 
     status = kube402(tmp_path, "dev", "status")
-    assert status.returncode == 0 and status.stdout.count("running") == 4
+    assert status.returncode == 0 and status.stdout.count("running") == len(pids)
 
     down = kube402(tmp_path, "dev", "down")
     assert down.returncode == 0, down.stderr
