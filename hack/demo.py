@@ -1,4 +1,4 @@
-"""`make demo`: sell an HTTP service through the kube402 CLI on a real local stack, pay for it, show the money move.
+"""`make demo`: sell an HTTP service with the kube402 CLI on a real local stack, pay for it, see the money move.
 
 Every step a seller takes is a `kube402` command, echoed before its output so the demo teaches the CLI:
 `dev up` (real kube-apiserver + etcd, anvil as Base Sepolia, facilitator, verifier, controller, ingress),
@@ -59,13 +59,13 @@ def dev_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
-async def pay(env: dict[str, str], url: str) -> int:
+async def pay(env: dict[str, str], url: str, key: str) -> int:
     from x402 import x402Client
     from x402.http.clients.httpx import x402HttpxClient
     from x402.mechanisms.evm import EthAccountSigner
     from x402.mechanisms.evm.exact import register_exact_evm_client
 
-    buyer = Account.from_key(Path(env["KUBE402_BUYER_KEY_FILE"]).read_text().strip())
+    buyer = Account.from_key(key)
     seller = env["X402_WALLET"]
     node = await rpc.connect(env["KUBE402_RPC_URL"], chain_id=84532)
     usdc_token = token.Token(node, env["KUBE402_USDC"])
@@ -110,7 +110,7 @@ def main() -> int:
     kube402("sell", "test", OFFER, "-n", NS)
     kube402("sell", "list", "-n", NS)
     url = f"{env['KUBE402_GATEWAY_URL']}/services/{OFFER}/v1/chat/completions"
-    moved = asyncio.run(pay(env, url))
+    moved = asyncio.run(pay(env, url, Path(env["KUBE402_BUYER_KEY_FILE"]).read_text().strip()))
     if moved != 1000:
         raise SystemExit(f"demo: the seller received {moved} atomic units, expected 1000")
     print(f"""

@@ -43,7 +43,7 @@ async def cli(
     env: Mapping[str, str],
     cwd: Path,
     stdin: bytes | None = None,
-    timeout: float = 300.0,
+    within: float = 300.0,
 ) -> Run:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -57,7 +57,7 @@ async def cli(
         cwd=cwd,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), within)
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -6,9 +6,9 @@ Only the CLI, as a subprocess, in an empty directory; the kubeconfig and the gat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import os
 from pathlib import Path
 
 import httpx
@@ -23,14 +23,14 @@ pytestmark = pytest.mark.e2e
 
 async def test_dev_up_then_sell_http_wait_then_sell_test(tmp_path: Path) -> None:
     env = cli_env()  # no KUBECONFIG: the CLI finds the local stack's in .kube402/dev.env
-    up = (await cli("dev", "up", env=env, cwd=tmp_path, timeout=600)).ok()
+    up = (await cli("dev", "up", env=env, cwd=tmp_path, within=600)).ok()
     try:
         dev = dict(line.split("=", 1) for line in up.out.split())
         for key in ("KUBECONFIG", "KUBE402_GATEWAY_URL", "KUBE402_FACILITATOR_URL", "KUBE402_BUYER_KEY_FILE"):
             assert key in dev, up.out
         key_file = Path(dev["KUBE402_BUYER_KEY_FILE"])
-        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
-        again = (await cli("dev", "up", env=env, cwd=tmp_path, timeout=600)).ok()
+        assert oct((await asyncio.to_thread(key_file.stat)).st_mode & 0o777) == "0o600"
+        again = (await cli("dev", "up", env=env, cwd=tmp_path, within=600)).ok()
         assert "already running" in again.err
         assert dict(line.split("=", 1) for line in again.out.split()) == dev, "idempotent: same endpoints"
 
@@ -67,4 +67,4 @@ async def test_dev_up_then_sell_http_wait_then_sell_test(tmp_path: Path) -> None
         assert down.code == 0, str(down)
         for name, pid in state["pids"].items():
             assert not process.alive(pid), f"{name} (pid {pid}) survived dev down"
-        assert not os.path.exists(tmp_path / ".kube402" / "buyer.key")
+        assert not await asyncio.to_thread((tmp_path / ".kube402" / "buyer.key").exists)

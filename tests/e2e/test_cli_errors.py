@@ -1,4 +1,4 @@
-"""Bad invocations of the CLI: each ends with the right exit code and one sentence naming the flag and the rule
+"""Bad invocations of the CLI: each ends with the right exit code and one sentence naming the flag and rule
 (or the cluster problem), never a traceback.
 
 Flag mistakes are run against a kubeconfig whose server does not exist: a usage error (exit 2) instead of
@@ -8,6 +8,7 @@ a second control plane without the CRDs, a service account without any RBAC gran
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -169,7 +170,8 @@ USAGE = [
     ),
     pytest.param(
         ["sell", "pricing", "--wallet", W, "--facilitator-url", "http://facilitator.example.com"],
-        "--facilitator-url: facilitatorURL 'http://facilitator.example.com': plain http is only allowed for local hosts",
+        "--facilitator-url: facilitatorURL 'http://facilitator.example.com': plain http is only allowed "
+        "for local hosts",
         id="facilitator-plain-http",
     ),
     pytest.param(["sell", "wait", "-n", "llm"], "pass exactly one of NAME or --all", id="wait-without-name"),
@@ -216,7 +218,7 @@ async def test_usage_errors_name_the_flag_and_send_nothing(
 
 
 async def test_no_cluster_reachable_names_server_and_kubeconfig(nowhere: Path, tmp_path: Path) -> None:
-    server = yaml.safe_load(nowhere.read_text())["clusters"][0]["cluster"]["server"]
+    server = yaml.safe_load(await asyncio.to_thread(nowhere.read_text))["clusters"][0]["cluster"]["server"]
     for args in (HTTP, ["sell", "list"], ["sell", "status"], ["sell", "info"]):
         run = await cli(*args, "--kubeconfig", str(nowhere), env=cli_env(), cwd=tmp_path)
         assert run.code == 1, str(run)

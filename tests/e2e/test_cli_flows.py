@@ -32,6 +32,7 @@ from kube402.devenv.upstream import TestUpstream
 from kube402.kube import resources
 from kube402.kube.client import Kube
 from kube402.localstack import LocalStack
+
 from .cli_helpers import Run, cli, cli_env
 
 pytestmark = pytest.mark.e2e
@@ -76,8 +77,8 @@ async def seller_env(stack: LocalStack, ollama: TestUpstream) -> AsyncIterator[d
     yield cli_env(KUBECONFIG=str(stack.kubeconfig), KUBE402_GATEWAY_URL=stack.gateway_url)
 
 
-async def sell(env: dict[str, str], tmp_path: Path, *args: str, timeout: float = 300.0) -> Run:
-    run = await cli("sell", *args, env=env, cwd=tmp_path, timeout=timeout)
+async def sell(env: dict[str, str], tmp_path: Path, *args: str) -> Run:
+    run = await cli("sell", *args, env=env, cwd=tmp_path)
     assert "Traceback" not in run.out + run.err, str(run)
     return run
 

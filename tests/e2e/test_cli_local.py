@@ -53,8 +53,8 @@ class Gate:
     def text(self) -> str:
         return self.out.decode(errors="replace")
 
-    async def printed(self, what: str, timeout: float = 30) -> str:
-        async with asyncio.timeout(timeout):
+    async def printed(self, what: str, within: float = 30) -> str:
+        async with asyncio.timeout(within):
             while what not in self.text:
                 if self.proc.returncode is not None:
                     raise AssertionError(f"sell local exited {self.proc.returncode}: {self.text}")
@@ -72,7 +72,7 @@ async def sell_local(tmp_path: Path, *args: str) -> AsyncIterator[Gate]:
     )  # fmt: skip
     gate = Gate(proc, f"http://127.0.0.1:{port}")
     try:
-        await gate.printed("stop with Ctrl-C", timeout=60)
+        await gate.printed("stop with Ctrl-C", within=60)
         yield gate
     finally:
         if proc.returncode is None:

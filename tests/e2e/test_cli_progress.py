@@ -99,8 +99,8 @@ async def test_wait_on_a_terminal_shows_a_live_line(
     loop.add_reader(master, readable)
     try:
 
-        async def read_until(pattern: bytes, timeout: float) -> None:
-            async with asyncio.timeout(timeout):
+        async def read_until(pattern: bytes, within: float) -> None:
+            async with asyncio.timeout(within):
                 while pattern not in seen:
                     data = await chunk_ready.get()
                     if not data:
@@ -187,7 +187,7 @@ async def test_wait_timeout_names_the_condition_still_false(
     run = await cli(*http_args("slow-demo", ns, sick_upstream.port, "--timeout", "4"), env=env, cwd=tmp_path)
     assert run.code == 1, str(run)
     assert (
-        "timed out after 4s waiting until Ready: UpstreamHealthy is still False (Unhealthy): HTTP 500 from upstream"
-        in run.err
+        "timed out after 4s waiting until Ready: UpstreamHealthy is still False (Unhealthy): "
+        "HTTP 500 from upstream" in run.err
     ), str(run)
     assert "Traceback" not in run.out + run.err

@@ -149,6 +149,8 @@ def _offer(raw: Mapping[str, Any], *, where: str, wallet: str | None, chain: str
         )
     key, model = found[0]
     value = raw[key]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # YAML floats already arrive as their exact text (the verifier's loader)
     if not isinstance(value, str):
         raise UsageError(f'{flag("--price", key)}: write the price as a quoted decimal string, e.g. "0.001"')
     check.check_price(
