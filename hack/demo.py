@@ -1,4 +1,4 @@
-"""`make demo`: sell an HTTP service with the kube402 CLI on a real local stack, pay for it, see the money move.
+"""`make demo`: sell an HTTP service with the kube402 CLI on a real local stack, pay, see the money move.
 
 Every step a seller takes is a `kube402` command, echoed before its output so the demo teaches the CLI:
 `dev up` (real kube-apiserver + etcd, anvil as Base Sepolia, facilitator, verifier, controller, ingress),
