@@ -333,3 +333,11 @@ async def test_bad_from_json(nowhere: Path, tmp_path: Path) -> None:
         "perRequest": "0.0015"
     }
     assert manifest["spec"]["upstream"]["port"] == 11434  # flags left the file's port alone
+
+
+async def test_missing_namespace(control_plane: ControlPlaneInfo, tmp_path: Path) -> None:
+    env = cli_env(KUBECONFIG=str(control_plane.kubeconfig))
+    run = await cli("sell", "http", "demo", "-n", "no-such-ns", *HTTP[5:], env=env, cwd=tmp_path)
+    assert run.code == 1, str(run)
+    assert "namespace no-such-ns does not exist (create it: kubectl create namespace no-such-ns)" in run.err
+    assert "Traceback" not in run.out + run.err
