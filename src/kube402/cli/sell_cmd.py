@@ -505,16 +505,20 @@ async def cmd_test(args: argparse.Namespace) -> int:
             f"cannot reach the gateway at {host} ({type(err).__name__}: {err or 'no answer'}); "
             "pass --host HOST[:PORT] or set KUBE402_GATEWAY_URL"
         ) from None
-    if resp.status_code == 402:
-        _say("Endpoint is live and payment-gated.")
-        _say(f"  GET {url} → 402 Payment Required")
-        return 0
-    if resp.status_code == 200:
-        _say(f"warning: GET {url} answered 200 without payment: the payment gate is not enforcing")
-        return 1
-    head = resp.text[:300].strip().replace("\n", " ")
-    _say(f"GET {url} → {resp.status_code} {resp.reason_phrase}: {head}")
-    return 1
+    lines, code = test_verdict(url, resp.status_code, resp.reason_phrase, resp.text)
+    for line in lines:
+        _say(line)
+    return code
+
+
+def test_verdict(url: str, status: int, reason: str, body: str) -> tuple[list[str], int]:
+    """What ``sell test`` says about one unpaid GET (SPEC 10): 402 is the only success."""
+    if status == 402:
+        return ["Endpoint is live and payment-gated.", f"  GET {url} → 402 Payment Required"], 0
+    if status == 200:
+        return [f"warning: GET {url} answered 200 without payment: the payment gate is not enforcing"], 1
+    head = body[:300].strip().replace("\n", " ")
+    return [f"GET {url} → {status} {reason}: {head}"], 1
 
 
 async def _set_paused(args: argparse.Namespace, paused: bool) -> int:

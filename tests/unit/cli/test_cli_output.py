@@ -210,3 +210,21 @@ async def test_timeout_names_the_condition_still_false() -> None:
             progress=Progress(io.StringIO(), live=False),
             interval=0.05,
         )
+
+
+def test_sell_test_verdicts() -> None:
+    from kube402.cli.sell_cmd import test_verdict
+
+    assert test_verdict("u", 402, "Payment Required", "{}") == (
+        ["Endpoint is live and payment-gated.", "  GET u → 402 Payment Required"],
+        0,
+    )
+    lines, code = test_verdict("u", 200, "OK", "free")
+    assert code == 1 and "answered 200 without payment: the payment gate is not enforcing" in lines[0]
+    lines, code = test_verdict(
+        "u", 503, "Service Unavailable", '{"error":"offer_unavailable"}\n' + "x" * 1000
+    )
+    assert code == 1 and lines[0].startswith(
+        'GET u → 503 Service Unavailable: {"error":"offer_unavailable"} x'
+    )
+    assert len(lines[0]) < 400
