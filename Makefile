@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export GOTOOLCHAIN := local
 export GOFLAGS := -modcacherw
 
-.PHONY: demo test deps venv node controlplane contracts check bench bench-controller bench-verifier bench-e2e clean
+.PHONY: demo test unit deps venv node controlplane contracts check bench bench-controller bench-verifier bench-e2e clean
 
 deps: venv node controlplane
 
@@ -30,12 +30,17 @@ test: deps
 	@$(PY) -m pytest tests/unit tests/integration tests/e2e; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
+# The fast tests alone: no control plane, no chain, no Go build.
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
 contracts: node venv
 	$(PY) hack/compile_contracts.py
 
 check: venv
 	.venv/bin/ruff check src tests bench hack
-	.venv/bin/mypy src
+	.venv/bin/ruff format --check src tests bench hack
+	.venv/bin/mypy src tests bench hack
 	.venv/bin/lint-imports
 
 bench: bench-controller bench-verifier bench-e2e

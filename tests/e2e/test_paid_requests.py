@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from typing import Any
 
@@ -97,7 +98,8 @@ async def gas_and_balances(stack: LocalStack) -> dict[str, int]:
 
 @pytest.fixture
 def ns(request: pytest.FixtureRequest) -> str:
-    return "e2e-" + request.node.name.replace("_", "-")[5:40].strip("-").lower()
+    name: str = request.node.name
+    return "e2e-" + name.replace("_", "-")[5:40].strip("-").lower()
 
 
 async def test_forward_auth_v2_payment_moves_exactly_one_thousand(
@@ -246,12 +248,14 @@ async def test_facilitator_down_fails_closed_without_transfer(
         await asyncio.sleep(0.5)
         assert await stack.balances(stack.seller.address, stack.buyer.address) == before
     finally:
-        await stack.set_facilitator(stack.facilitator.url)
+        assert stack.facilitator is not None and stack.verifier is not None
+        facilitator_url, gate = stack.facilitator.url, stack.verifier.gate
+        await stack.set_facilitator(facilitator_url)
         await eventually(
-            lambda: asyncio.sleep(0, stack.verifier.gate.config.facilitator_url),  # type: ignore[union-attr]
-            until=lambda u: u == stack.facilitator.url,
+            lambda: asyncio.sleep(0, gate.config.facilitator_url),
+            until=lambda u: u == facilitator_url,
             what="restored",
-        )  # type: ignore[union-attr]
+        )
 
 
 async def test_deleted_offer_has_no_route(stack: LocalStack, upstream: TestUpstream, ns: str) -> None:
@@ -296,7 +300,11 @@ async def test_fifty_distinct_payments_in_parallel_make_fifty_transfers(
     assert after[0] - before[0] == 50 * 1000
     txs = {r["headers"]["x-payment-tx"] for r in upstream.paid_requests()}
     assert len(txs) == 50, "fifty distinct transactions"
-    nonces = sorted([(await node.run(lambda t=t: node.w3.eth.get_transaction(t)))["nonce"] for t in txs])
+
+    def tx_nonce(tx: str) -> int:
+        return int(node.w3.eth.get_transaction(tx)["nonce"])  # type: ignore[arg-type]
+
+    nonces = sorted([await node.run(functools.partial(tx_nonce, t)) for t in txs])
     assert nonces == list(range(relayer_nonce, relayer_nonce + 50)), "relayer nonces never collided"
 
 

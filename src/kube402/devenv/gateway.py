@@ -155,10 +155,7 @@ def routes_from_cluster(
             for f in rule.get("filters") or []:
                 if f.get("type") == "ExtensionRef":
                     mw = middlewares.get((ns, f["extensionRef"]["name"]))
-                    if mw is None:
-                        forward_auth = "missing"
-                    else:
-                        forward_auth = verify_url
+                    forward_auth = "missing" if mw is None else verify_url
                 elif f.get("type") == "URLRewrite":
                     strip = True
             if forward_auth == "missing":

@@ -54,7 +54,7 @@ def _spawn(
 
 async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, int]:
     """Start the services of an environment that ``stack.up`` brought up; returns their ports."""
-    directory = directory.resolve()
+    directory = await asyncio.to_thread(directory.resolve)
     state = stack.load(directory)
     if state is None:
         raise RuntimeError("no running environment; run `kube402 dev up` first")

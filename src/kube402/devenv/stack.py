@@ -7,6 +7,7 @@ State lives in ``.kube402/`` of the working directory: ``state.json`` (component
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -79,7 +80,7 @@ def status(directory: Path) -> dict[str, bool]:
 
 async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[DevState, bool]:
     """Start (or find running) the local environment. Returns (state, started_now)."""
-    directory = directory.resolve()
+    directory = await asyncio.to_thread(directory.resolve)
     existing = load(directory)
     if existing is not None:
         alive = {n: process.alive(p) for n, p in existing.pids.items()}

@@ -143,12 +143,14 @@ async def test_update_price_path_port_updates_children_in_place(
         assert new["metadata"]["uid"] == route["metadata"]["uid"], "updated in place, not recreated"
         assert new["spec"]["rules"][0]["backendRefs"][0]["port"] == other.port
         assert new["spec"]["rules"][0]["timeouts"]["request"] == "720s"
-        obj = await wait_condition(kube, namespace, "svc", "RoutePublished", ("True", "Reconciled"))
-        obj = await eventually(
+        await wait_condition(kube, namespace, "svc", "RoutePublished", ("True", "Reconciled"))
+        settled = await eventually(
             lambda: get_offer(kube, namespace, "svc"),
-            until=lambda o: o["status"]["observedGeneration"] == o["metadata"]["generation"],
+            until=lambda o: (
+                o is not None and o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            ),
         )
-        assert obj["status"]["endpoint"] == "/paid/svc"
+        assert settled is not None and settled["status"]["endpoint"] == "/paid/svc"
     finally:
         other.stop()
 

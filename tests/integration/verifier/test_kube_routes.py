@@ -100,7 +100,7 @@ async def test_published_offer_is_priced_within_a_second(
         assert v2["accepts"][0]["maxTimeoutSeconds"] == 120
         assert v2["resource"]["description"] == f"x402 payment-gated http service: {name}"
         assert resp.json()["accepts"][0]["maxAmountRequired"] == "1000"
-        assert obj["status"]["endpoint"] == f"/services/{name}"
+        assert obj is not None and obj["status"]["endpoint"] == f"/services/{name}"
         assert await status_of(verifier, f"/services/{name}x") == 200, "no /services/xy match for /services/x"
     finally:
         upstream.stop()
