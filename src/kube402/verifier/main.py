@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kube402 import aio
 from kube402.api import names
 from kube402.kube import endpoints, resources
 from kube402.kube.client import Kube
@@ -262,11 +263,7 @@ class Verifier:
                 server.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 5)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await aio.cancel_and_wait(self._tasks)
         if self.gate.facilitator is not None:
             await self.gate.facilitator.close()
         await self.proxy.aclose()

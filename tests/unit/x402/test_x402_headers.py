@@ -50,6 +50,7 @@ class TestWireNames:
 
 
 class TestImportCost:
+    @pytest.mark.timeout(30)  # starts a fresh interpreter
     def test_request_path_modules_import_neither_web3_nor_the_sdk(self) -> None:
         code = (
             "import sys\n"
