@@ -303,7 +303,7 @@ class BuyerProxy:
             )
         name, value = vouchers_mod.payment_header(required, chosen, voucher)
         short = voucher.nonce[:18]
-        log.info("paying %s with voucher %s… (x402 v%d)", up.name, short, chosen.version)
+        log.info("paying %s with voucher %s... (x402 v%d)", up.name, short, chosen.version)
         try:
             resp = await self._open(up, req.method, target, [*hdrs, (name.lower(), value)], body, "paid")
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
@@ -329,7 +329,7 @@ class BuyerProxy:
             self.metrics.payments.labels(up.name, "confirmed").inc()
             receipt = decode_receipt(receipt_value) if receipt_value else None
             log.info(
-                "paid %s: %d, voucher %s… spent%s",
+                "paid %s: %d, voucher %s... spent%s",
                 up.name,
                 resp.status_code,
                 short,
@@ -366,12 +366,12 @@ class BuyerProxy:
     def _keep(self, up: Upstream, voucher: vouchers_mod.Voucher, *, why: str, result: str = "kept") -> None:
         self.ledger.keep(up.name, voucher.nonce)
         self.metrics.payments.labels(up.name, result).inc()
-        log.warning("voucher %s… of %s stays spent: %s", voucher.nonce[:18], up.name, why)
+        log.warning("voucher %s... of %s stays spent: %s", voucher.nonce[:18], up.name, why)
 
     async def _release(self, up: Upstream, voucher: vouchers_mod.Voucher, *, why: str) -> None:
         self.ledger.release(up.name, voucher.nonce)
         self.metrics.payments.labels(up.name, "released").inc()
-        log.info("voucher %s… of %s released: %s", voucher.nonce[:18], up.name, why)
+        log.info("voucher %s... of %s released: %s", voucher.nonce[:18], up.name, why)
         try:
             await self.persist(self.ledger.version)
         except OSError as err:  # the nonce stays consumed on disk: the safe direction

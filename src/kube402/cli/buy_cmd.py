@@ -206,16 +206,6 @@ async def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        obj = json.loads(path.read_text() or "{}")
-    except ValueError:
-        raise UsageError(f"--out {path.parent}: {path.name} exists but is not JSON") from None
-    return obj if isinstance(obj, dict) else {}
-
-
 async def _vouchers(args: argparse.Namespace) -> int:
     from kube402.api import chains
     from kube402.buyer import config as cfg
@@ -301,17 +291,14 @@ async def _vouchers(args: argparse.Namespace) -> int:
 
 
 def _write_files(out: Path, name: str, upstream: dict[str, str], signed: list[Any]) -> int:
-    from kube402.buyer import config as cfg
-    from kube402.buyer import market, statefile
+    from kube402.buyer import local
 
-    out.mkdir(parents=True, exist_ok=True)
-    c, a = market.merge(
-        _read_json(out / cfg.CONFIG_KEY), _read_json(out / cfg.AUTHS_KEY), name, upstream, signed
-    )
-    ctext, atext = cfg.render(c["upstreams"], a)
-    statefile.write_atomic(out / cfg.AUTHS_KEY, atext.encode())
-    statefile.write_atomic(out / cfg.CONFIG_KEY, ctext.encode())
-    return len(a[name])
+    try:
+        return local.write_files(out, name, upstream, signed)
+    except OSError as err:
+        from kube402.buyer.market import MarketError
+
+        raise MarketError(f"--out {out}: cannot write ({err.strerror})") from None
 
 
 async def _write_configmaps(args: argparse.Namespace, upstream: dict[str, str], signed: list[Any]) -> int:
