@@ -68,6 +68,8 @@ def load_key(key_file: str | None) -> Any:
     from eth_account import Account
 
     path = key_file or os.environ.get(KEY_FILE_ENV)
+    if path and re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", path.strip()):
+        raise MarketError("--key-file takes the path of a file holding the key, never the key itself")
     if path:
         try:
             text = open(path).read().strip()  # noqa: SIM115 - tiny file, read once

@@ -21,15 +21,19 @@ DEFAULT_BUYER_URL = "http://127.0.0.1:8402"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("buy", help="buyer tools: probe, discover, vouchers, status, balance")
+    p = sub.add_parser(
+        "buy", help="buyer tools: probe, discover, vouchers, status, balance", allow_abbrev=False
+    )
     bsub = p.add_subparsers(dest="buy_command", metavar="SUBCOMMAND")
 
-    pr = bsub.add_parser("probe", help="print a seller's payment terms from its 402")
+    pr = bsub.add_parser("probe", allow_abbrev=False, help="print a seller's payment terms from its 402")
     pr.add_argument("url")
     pr.add_argument("-o", "--output", choices=["text", "json"], default="text")
     pr.set_defaults(func=_sync(_probe))
 
-    di = bsub.add_parser("discover", help="list sellers registered in the ERC-8004 identity registry")
+    di = bsub.add_parser(
+        "discover", allow_abbrev=False, help="list sellers registered in the ERC-8004 identity registry"
+    )
     di.add_argument(
         "--registry-chain", default="base-sepolia", help="chain of the registry (default %(default)s)"
     )
@@ -41,7 +45,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     di.add_argument("-o", "--output", choices=["text", "json"], default="text")
     di.set_defaults(func=_sync(_discover))
 
-    vo = bsub.add_parser("vouchers", help="sign N vouchers for a seller and write the buyer's ConfigMaps")
+    vo = bsub.add_parser(
+        "vouchers", allow_abbrev=False, help="sign N vouchers for a seller and write the buyer's ConfigMaps"
+    )
     vo.add_argument("name", help="upstream name in the buyer's config")
     vo.add_argument("--url", required=True, help="the seller's base URL, e.g. http://host/services/NAME")
     vo.add_argument("--count", type=int, required=True)
@@ -58,20 +64,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     out.add_argument("--out", default=None, help="write config.json and auths.json into this directory")
     out.add_argument("--namespace", default=None, help="write the ConfigMaps into this namespace")
     vo.add_argument("--kubeconfig", default=None)
+    _refuse_key(vo)
     vo.set_defaults(func=_sync(_vouchers))
 
-    st = bsub.add_parser("status", help="vouchers left per upstream, from a running buyer")
+    st = bsub.add_parser(
+        "status", allow_abbrev=False, help="vouchers left per upstream, from a running buyer"
+    )
     st.add_argument("--buyer-url", default=DEFAULT_BUYER_URL)
     st.add_argument("-o", "--output", choices=["text", "json"], default="text")
     st.set_defaults(func=_sync(_status))
 
-    ba = bsub.add_parser("balance", help="the buyer's USDC (and gas) balance on chain")
+    ba = bsub.add_parser("balance", allow_abbrev=False, help="the buyer's USDC (and gas) balance on chain")
     who = ba.add_mutually_exclusive_group()
     who.add_argument("--address", default=None)
     who.add_argument("--key-file", default=None)
     ba.add_argument("--rpc-url", default=None, help="JSON-RPC URL (env KUBE402_RPC_URL)")
     ba.add_argument("--network", default="base-sepolia")
     ba.add_argument("--buyer-url", default=None, help="also show the vouchers left on this running buyer")
+    _refuse_key(ba)
     ba.set_defaults(func=_sync(_balance))
 
     def usage(_args: argparse.Namespace) -> int:
@@ -83,6 +93,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 class UsageError(Exception):
     pass
+
+
+class _RefuseKey(argparse.Action):
+    """``--key``/``--private-key``: refused without echoing the value (argparse would print it back)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        parser.error(
+            "a private key is never taken on the command line: use --key-file FILE or $KUBE402_BUYER_KEY"
+        )
+
+
+def _refuse_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key", "--private-key", nargs="?", action=_RefuseKey, help=argparse.SUPPRESS)
 
 
 def _sync(fn: Any) -> Any:
