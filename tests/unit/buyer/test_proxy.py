@@ -300,3 +300,14 @@ async def test_reload_keeps_the_consumed_set(tmp_path: Path) -> None:
     )
     proxy.apply(config.parse(up, json.dumps({"q": [voucher(i).to_json() for i in range(3)]})))
     assert stats(proxy) == (2, 1, 0)
+
+
+async def test_metrics_count_requests_payments_pools_and_latency(tmp_path: Path) -> None:
+    proxy, _seller, _ = make(tmp_path)
+    proxy.metrics = Metrics(proxy.pool_stats)
+    assert await proxy.handle(chat(), Out()) == 200
+    text = proxy.metrics.render().decode()
+    assert 'kube402_buyer_requests_total{route="model",status="200",upstream="q"} 1.0' in text
+    assert 'kube402_buyer_payments_total{result="confirmed",upstream="q"} 1.0' in text
+    assert 'kube402_buyer_vouchers_remaining{upstream="q"} 2.0' in text
+    assert 'kube402_buyer_upstream_latency_seconds_count{attempt="paid",upstream="q"} 1.0' in text
