@@ -15,6 +15,8 @@ from kube402.buyer.proxy import BuyerProxy, Request, Responder, Response, error
 __all__ = ["MAX_BODY_BYTES", "BuyerApp"]
 
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+DRAIN_FACTOR: Final = 4
+"""An oversized body is read and discarded up to this many times the limit, so clients can read the 413."""
 _JSON: Final = [("content-type", "application/json")]
 
 
@@ -43,18 +45,22 @@ class BuyerApp:
             self._ops(path, protocol)
             return
         hdrs = [(k.lower(), v) for k, v in scope.headers.items()]
-        length = next((v for k, v in hdrs if k == "content-length"), None)
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        buf = bytearray()
+        too_large = False
+        seen = 0
+        async for chunk in protocol:
+            seen += len(chunk)
+            if seen > self.max_body_bytes:
+                too_large = True  # keep reading (discarding) so the client can read the 413
+                buf.clear()
+                if seen > DRAIN_FACTOR * self.max_body_bytes:
+                    break  # past this the connection is simply answered and closed
+            else:
+                buf += chunk
+        if too_large:
             resp = error(413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
             protocol.response_bytes(resp.status, resp.headers, resp.body)
             return
-        buf = bytearray()
-        async for chunk in protocol:
-            buf += chunk
-            if len(buf) > self.max_body_bytes:
-                resp = error(413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
-                protocol.response_bytes(resp.status, resp.headers, resp.body)
-                return
         req = Request(method=method, path=path, query=scope.query_string, headers=hdrs, body=bytes(buf))
         await self.proxy.handle(req, _RSGIResponder(protocol))
 
