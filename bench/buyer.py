@@ -102,6 +102,9 @@ async def main() -> int:
             direct_pool = market.sign_vouchers(
                 st.buyer, req, count=args.pairs + 1, validity_seconds=3600, chain_id=84532
             )
+            direct_burst = market.sign_vouchers(
+                st.buyer, req, count=args.concurrent, validity_seconds=3600, chain_id=84532
+            )
             buyer = await local.BuyerProcess(work / "buyer", config_dir=pool).start()
             target = url + "/v1/chat/completions"
             direct_body = {**BODY, "model": "bench-model"}
@@ -135,10 +138,19 @@ async def main() -> int:
                     r = await http.post(buyer.url + "/v1/chat/completions", json=BODY)
                     assert r.status_code == 200, r.text
 
+            async def one_direct(v: vouchers.Voucher) -> None:
+                name, value = vouchers.payment_header(probe.required, req, v)  # type: ignore[arg-type]
+                async with sem:
+                    r = await http.post(target, json=direct_body, headers={name: value})
+                    assert r.status_code == 200, r.text
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one_direct(v) for v in direct_burst))
+            direct_elapsed = time.perf_counter() - t0
             t0 = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(remaining)))
             elapsed = time.perf_counter() - t0
-            paid += remaining
+            paid += remaining + len(direct_burst)
             after = (await st.balances(st.seller.address))[0]
             assert after - before == 1000 * paid, (after - before, paid)
             st_ = (await buyer.status())["bench"]
@@ -154,8 +166,9 @@ async def main() -> int:
             f"  added   p50 {pct(added, 0.5) * ms:7.1f} ms   p99 {pct(added, 0.99) * ms:7.1f} ms  (per pair)"
         )
         print(
-            f"  throughput via buyer: {remaining} paid requests, concurrency {args.concurrency}: "
-            f"{remaining / elapsed:.1f} paid req/s"
+            f"  throughput, {remaining} paid requests each, concurrency {args.concurrency}: direct "
+            f"{len(direct_burst) / direct_elapsed:.1f} paid req/s, "
+            f"via buyer {remaining / elapsed:.1f} paid req/s"
         )
         print(f"  seller received exactly {after - before} atomic units for {paid} paid requests")
         return 0
