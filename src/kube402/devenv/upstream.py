@@ -78,6 +78,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self._body()
         self._record(body)
         owner = self.server.owner
+        if owner.answer_delay:
+            time.sleep(owner.answer_delay)  # a slow upstream: nothing, not even the status line, for a while
         if owner.answer_status != 200:
             self._send(owner.answer_status, b'{"error":"upstream failure"}')
             return
@@ -136,6 +138,7 @@ class TestUpstream:
         self.health_status = 200
         self.answer_status = 200
         self.stream_delay = 0.01
+        self.answer_delay = 0.0
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self._server: _Server | None = None
