@@ -1,4 +1,7 @@
-"""A seller sells, a buyer pays with the x402 package's client, the money moves on chain — in both gate modes."""
+"""A seller sells, a buyer pays with the x402 package's client, the money moves on chain — in both gate modes.
+
+Every request goes through real Traefik (the Gateway API provider routing the controller's HTTPRoutes, the
+CRD provider running its ForwardAuth Middlewares)."""
 
 from __future__ import annotations
 
@@ -35,22 +38,13 @@ def x402_client(stack: LocalStack) -> x402Client:
 
 
 async def sell(stack: LocalStack, ns: str, name: str, upstream: TestUpstream, **kw: Any) -> None:
-    """What a seller does: an (ExternalName) Service for the upstream and a ServiceOffer in the seed shape."""
+    """What a seller does: a Service for the upstream and a ServiceOffer in the seed shape.
+
+    The Service is selector-less with an EndpointSlice naming the upstream's address (real Traefik refuses
+    ExternalName backends)."""
     kube = stack.kube
     assert kube is not None
-    if await kube.get(resources.NAMESPACE, ns) is None:
-        await kube.create(
-            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-        )
-    await kube.apply(
-        resources.SERVICE,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": f"{name}-llm", "namespace": ns},
-            "spec": {"type": "ExternalName", "externalName": "localhost"},
-        },
-    )
+    await stack.expose(ns, f"{name}-llm", upstream.port)
     await kube.create(
         resources.SERVICE_OFFER,
         v1alpha1.offer_manifest(
