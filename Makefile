@@ -27,6 +27,12 @@ controlplane:
 traefik:
 	@hack/traefik/build.sh >/dev/null
 
+# The container image as an OCI archive, without a Docker daemon (mmdebstrap + buildah), then run with buildah.
+image: venv
+	@command -v mmdebstrap >/dev/null && command -v buildah >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq mmdebstrap buildah umoci skopeo >/dev/null; }
+	hack/image/smoke.sh "$$(hack/image/build.sh)"
+
 demo: deps
 	$(PY) hack/demo.py
 

@@ -35,14 +35,14 @@ if [ ! -f "$base" ]; then
   mmdebstrap --quiet --variant=essential --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    bookworm "$base.tmp"
-  mv "$base.tmp" "$base"
+    bookworm "$base.tmp.tar"   # the .tar suffix selects mmdebstrap's tarball output
+  mv "$base.tmp.tar" "$base"
 fi
 t_base=$(date +%s)
 
 echo "image: wheels (versions pinned to the tested .venv)" >&2
 "$root/.venv/bin/pip" freeze --exclude-editable | grep -v '^kube402' > "$work/constraints.txt"
-"$root/.venv/bin/pip" wheel --quiet --no-cache-dir -c "$work/constraints.txt" -w "$work/wheels" "$root"
+"$root/.venv/bin/pip" wheel --quiet -c "$work/constraints.txt" -w "$work/wheels" "$root"
 t_wheels=$(date +%s)
 
 echo "image: root filesystem" >&2

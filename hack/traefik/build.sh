@@ -104,6 +104,7 @@ echo "  go build ./cmd/traefik" >&2
 go build -mod=mod -trimpath \
   -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$version" \
   -o "$tmp/traefik" ./cmd/traefik
+chmod 0755 "$tmp"
 echo "$stamp" > "$tmp/.stamp"
 rm -rf "$bin"
 mv -T "$tmp" "$bin"
