@@ -300,7 +300,7 @@ async def test_one_command_installs_into_an_empty_cluster(tmp_path: Path) -> Non
     info = await cp.start()
     try:
         kubectl = str(paths.controlplane_bin() / "kubectl")
-        env = {"KUBECONFIG": str(info.kubeconfig), "PATH": "/usr/bin:/bin"}
+        env = {"KUBECONFIG": str(info.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
         deploy = str(paths.repo_root() / "deploy")
 
         def run(*args: str) -> str:
