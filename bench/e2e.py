@@ -267,7 +267,9 @@ async def main() -> int:
         assert moved == paid * 1000 - 1000 or moved == paid * 1000, (moved, paid)
         print(f"  seller balance moved by {moved} atomic units = {moved // 1000} settled payments (checked)")
         if nginx is not None and args.wrk_seconds > 0:
-            pids = [state.pids["traefik"], state.pids["verifier"], nginx.pid]
+            running = stack.load(directory)
+            assert running is not None
+            pids = [running.pids["traefik"], running.pids["verifier"], nginx.pid]
             wrk_runs(gateway, args.wrk_seconds, pids)
     finally:
         if nginx is not None:
