@@ -108,8 +108,12 @@ async def test_forward_auth_v2_payment_moves_exactly_one_thousand(
 
     before = await gas_and_balances(stack)
     async with x402HttpxClient(x402_client(stack)) as buyer:
-        resp = await buyer.post(url, json=CHAT)
+        # Forged payment facts, also spelled with underscores (CGI/WSGI upstreams read X_Payment_Status
+        # as X-Payment-Status): Traefik replaces the first, the entrypoint deletes the aliases.
+        forged = {"X-Payment-Status": "forged", "X_Payment_Status": "forged", "X_Payment_Tx": "0xforged"}
+        resp = await buyer.post(url, json=CHAT, headers=forged)
     assert resp.status_code == 200, resp.text
+    assert "payment-response" not in resp.headers, "Traefik passes no auth-response header to the buyer"
     assert resp.json()["choices"][0]["message"]["content"] == "Hello from the upstream"
     after = await gas_and_balances(stack)
     assert after["seller"] - before["seller"] == 1000
@@ -119,6 +123,7 @@ async def test_forward_auth_v2_payment_moves_exactly_one_thousand(
     seen = upstream.paid_requests()[-1]
     assert seen["path"] == "/v1/chat/completions", "URLRewrite stripped the offer prefix"
     assert seen["headers"]["x-payment-status"] == "settled"
+    assert "x_payment_status" not in seen["headers"] and "x_payment_tx" not in seen["headers"]
     tx = seen["headers"]["x-payment-tx"]
     assert stack.node is not None
     receipt = await stack.node.wait_for_receipt(tx, timeout=5)
