@@ -70,6 +70,9 @@ def argv(binary: Path, *, port: int, api_port: int, log_level: str = "INFO") -> 
         "--global.checkNewVersion=false",
         "--global.sendAnonymousUsage=false",
         f"--entrypoints.web.address=127.0.0.1:{port}",
+        # Drop client headers whose names alias another's (X_Payment_Status for X-Payment-Status): Traefik
+        # replaces only the exact authResponseHeaders names, and CGI/WSGI-style upstreams read both alike.
+        "--entrypoints.web.http.aliasHeadersStrategy=delete",
         f"--entrypoints.traefik.address=127.0.0.1:{api_port}",
         "--api.insecure=true",
         "--ping=true",
