@@ -21,7 +21,9 @@ version=v3.7.13
 http_auth=github.com/containous/go-http-auth@v0.4.1-0.20200324110947-a37a7636d23e
 recipe=$(sha256sum "$here/build.sh" | cut -c1-16)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw GO111MODULE=on
-export GOPROXY=${KUBE402_GOPROXY:-https://proxy.golang.org}   # no ",direct": no VCS fetches
+# The configured module proxy without the ",direct" fall-back (no VCS fetches); KUBE402_GOPROXY overrides.
+proxy=$(go env GOPROXY | sed 's/[,|]direct$//; s/^direct$//')
+export GOPROXY=${KUBE402_GOPROXY:-${proxy:-https://proxy.golang.org}}
 stamp="$version $(go env GOVERSION) $recipe"
 
 cache=${KUBE402_CACHE:-$HOME/.cache/kube402}
