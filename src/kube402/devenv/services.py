@@ -52,6 +52,20 @@ def _spawn(
     state.pids[name] = proc.pid
 
 
+async def _expose_gate(kubeconfig: str, host: str, port: int) -> None:
+    """Service ``x402/x402-verifier:8081`` (the proxy-mode HTTPRoutes' backend) → the gate's address."""
+    from kube402.devenv import traefik
+    from kube402.kube.client import Kube
+
+    kube = Kube.connect(kubeconfig=kubeconfig, field_manager="kube402-devenv")
+    try:
+        await traefik.expose(
+            kube, namespace="x402", name="x402-verifier", port=8081, address=host, target_port=port
+        )
+    finally:
+        await kube.aclose()
+
+
 async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, int]:
     """Start the services of an environment that ``stack.up`` brought up; returns their ports."""
     directory = await asyncio.to_thread(directory.resolve)
@@ -62,6 +76,9 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
     stack.set_extra(directory, ports=ports)
     relayer = devchain.dev_account(RELAYER_INDEX)
     kubeconfig = state.kubeconfig
+    # Traefik routes only to EndpointSlice addresses, never loopback: the gate and the demo upstream
+    # listen on the environment's test-host address (see devenv.netns, devenv.traefik).
+    host = str(state.extra.get("KUBE402_HOST_ADDRESS") or "127.0.0.1")
     _spawn(
         directory,
         state,
@@ -90,7 +107,7 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             "--listen",
             f"127.0.0.1:{ports['verifier']}",
             "--proxy-listen",
-            f"127.0.0.1:{ports['gate']}",
+            f"{host}:{ports['gate']}",
             "--upstream-resolution",
             "endpointslice",
         ],
@@ -103,6 +120,8 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             "controller",
             "--kubeconfig",
             kubeconfig,
+            "--verifier-address",
+            f"http://127.0.0.1:{ports['verifier']}/verify",
             "--upstream-resolution",
             "endpointslice",
             "--workers",
@@ -111,9 +130,16 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             f"127.0.0.1:{ports['controller']}",
         ],
     )
-    _spawn(directory, state, "upstream", ["dev", "upstream", "--port", str(ports["upstream"])])
+    _spawn(
+        directory,
+        state,
+        "upstream",
+        ["dev", "upstream", "--host", host, "--port", str(ports["upstream"])],
+    )
+    if host != "127.0.0.1":
+        await _expose_gate(kubeconfig, host, ports["gate"])
     await wait_http(f"http://127.0.0.1:{ports['facilitator']}/healthz", "facilitator")
     await wait_http(f"http://127.0.0.1:{ports['verifier']}/healthz", "verifier")
     await wait_http(f"http://127.0.0.1:{ports['controller']}/healthz", "controller")
-    await wait_http(f"http://127.0.0.1:{ports['upstream']}/health", "demo upstream")
+    await wait_http(f"http://{host}:{ports['upstream']}/health", "demo upstream")
     return ports

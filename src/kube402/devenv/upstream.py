@@ -128,7 +128,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class TestUpstream:
-    """``start()`` binds 127.0.0.1 (port 0 = free port, kept across restarts); ``stop()`` closes it."""
+    """``start()`` binds ``host`` (default 127.0.0.1; port 0 = free port, kept across restarts); ``stop()``
+    closes it. Bind a test host's address (``TestHost.gateway``) to put it behind an EndpointSlice."""
 
     __test__ = False  # not a pytest test class
 
@@ -146,7 +147,7 @@ class TestUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> TestUpstream:
         server = _Server((self.host, self.port), _Handler)
