@@ -1,10 +1,13 @@
 """`make demo`: sell an HTTP service with the kube402 CLI on a real local stack, pay, see the money move.
 
 Every step a seller takes is a `kube402` command, echoed before its output so the demo teaches the CLI:
-`dev up` (real kube-apiserver + etcd, anvil as Base Sepolia, facilitator, verifier, controller, ingress),
-`dev upstream` (a demo OpenAI-compatible service and its Service), `sell pricing`, `sell http … --wait`,
-`sell test`, `sell list`. Then a buyer pays with the x402 package's client and the balances are read from the
-chain. Everything keeps running afterwards; `kube402 dev down` stops it.
+`dev up` (real kube-apiserver + etcd, anvil as Base Sepolia, real Traefik as the ingress, facilitator,
+verifier, controller), `dev upstream` (a demo OpenAI-compatible service on the test-host address and its
+selector-less Service + EndpointSlice, the form Traefik routes to), `sell pricing`, `sell http … --wait`,
+`sell test`, `sell list`. Then buyers pay through Traefik (`KUBE402_GATEWAY_URL`): once with the x402
+package's client, once as an agent (the openai client) through `kube402 buyer` spending vouchers signed by
+`kube402 buy vouchers` (``hack/demo_buyer.py``); the balances are read from the chain. Everything keeps
+running afterwards; `kube402 dev down` stops it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from demo_buyer import buy_and_chat  # hack/ is on sys.path: this file runs as a script
 from eth_account import Account
 
 from kube402.api import money
@@ -59,6 +63,25 @@ def dev_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
+async def seller_balance(env: dict[str, str]) -> int:
+    node = await rpc.connect(env["KUBE402_RPC_URL"], chain_id=84532)
+    return await token.Token(node, env["KUBE402_USDC"]).balance_of(env["X402_WALLET"])
+
+
+async def agent_buys(env: dict[str, str]) -> int:
+    """The buyer's part: vouchers → `kube402 buyer` → an openai chat for paid/<model>, through Traefik."""
+    print("\n# an agent buys through `kube402 buyer` (pre-signed vouchers; the agent holds no key)")
+    before = await seller_balance(env)
+    await buy_and_chat(
+        state_dir=STATE,
+        seller_url=f"{env['KUBE402_GATEWAY_URL']}/services/{OFFER}",
+        model="qwen3:0.6b",
+        rpc_url=env["KUBE402_RPC_URL"],
+        say=say,
+    )
+    return await seller_balance(env) - before
+
+
 async def pay(env: dict[str, str], url: str, key: str) -> int:
     from x402 import x402Client
     from x402.http.clients.httpx import x402HttpxClient
@@ -75,7 +98,7 @@ async def pay(env: dict[str, str], url: str, key: str) -> int:
     print(f"\n# a buyer ({buyer.address}, key in KUBE402_BUYER_KEY_FILE) pays with the x402 package's client")
     async with x402HttpxClient(client, timeout=60) as paying:
         resp = await paying.post(url, json=body)
-    say(f"paid POST {url} → {resp.status_code}")
+    say(f"paid POST {url} (Traefik, Gateway traefik/traefik-gateway) → {resp.status_code}")
     if resp.status_code != 200:
         raise SystemExit(f"demo: the paid request failed: {resp.text[:300]}")
     say(f"  upstream answered: {resp.json()['choices'][0]['message']['content']!r}")
@@ -113,6 +136,12 @@ def main() -> int:
     moved = asyncio.run(pay(env, url, Path(env["KUBE402_BUYER_KEY_FILE"]).read_text().strip()))
     if moved != 1000:
         raise SystemExit(f"demo: the seller received {moved} atomic units, expected 1000")
+    moved = asyncio.run(agent_buys(env))
+    if moved != 1000:
+        raise SystemExit(
+            f"demo: the agent's purchase moved {moved} atomic units to the seller, expected 1000"
+        )
+    say("balances moved: the seller received 1000 atomic USDC (0.001) per paid request, twice")
     print(f"""
 kube402 demo is up and stays running ({time.monotonic() - T0:.0f} s). Try it:
   set -a; . {(STATE / "dev.env").resolve()}; set +a

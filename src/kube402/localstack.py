@@ -1,10 +1,17 @@
 """The whole seller story in one process, on real parts: for end-to-end tests and benchmarks.
 
-:class:`LocalStack` takes a running control plane and starts, on loopback: anvil made to look like Base
-Sepolia (token and registry at their canonical addresses, the buyer funded), ``kube402 facilitator``, the
-controller and the verifier (kube route source, EndpointSlice/ExternalName upstream resolution), and the
-ForwardAuth gateway that routes by the controller's HTTPRoutes and Middlewares as Traefik would. The demo
-(``hack/demo.py``) runs the same parts as background processes instead.
+:class:`LocalStack` takes a running control plane and starts: anvil made to look like Base Sepolia (token
+and registry at their canonical addresses, the buyer funded), ``kube402 facilitator``, the controller and
+the verifier (kube route source, EndpointSlice upstream resolution), and **real Traefik** (built from Go
+modules) with the Gateway API and CRD providers routing by the controller's HTTPRoutes and Middlewares.
+
+Traefik refuses ExternalName backends and the apiserver refuses loopback EndpointSlice addresses, so the
+stack claims a network-namespace test host (``devenv.netns``) and uses its host-side address
+(``host_address``, a non-loopback address of this machine) for everything Traefik routes to: test upstreams
+bind there and are published as selector-less Services + EndpointSlices (:meth:`expose`), and so is the
+verifier's proxy gate (Service ``x402/x402-verifier:8081``). The ForwardAuth address is the verifier's
+loopback ``/verify`` (Traefik runs on this host). The demo (``hack/demo.py``) runs the same parts as
+background processes instead.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -23,10 +29,9 @@ from kube402.chain.facilitator import config as fac_config
 from kube402.chain.facilitator import main as fac_main
 from kube402.controller import main as controller_main
 from kube402.controller.settings import Settings as ControllerSettings
-from kube402.devenv import anvil, gateway, process
+from kube402.devenv import anvil, netns, process, traefik
 from kube402.kube import resources
 from kube402.kube.client import Kube
-from kube402.kube.informer import Informer
 from kube402.verifier.main import Options, Verifier
 
 __all__ = ["LocalStack", "pricing_yaml"]
@@ -58,20 +63,39 @@ class LocalStack:
         self.facilitator: fac_main.Facilitator | None = None
         self.verifier: Verifier | None = None
         self.controller: controller_main.Controller | None = None
-        self.gateway: gateway.ForwardAuthGateway | None = None
-        self.gateway_port = 0
+        self.ingress: traefik.TraefikInfo | None = None
+        self.host: netns.TestHost | None = None
         self._anvil: anvil.Anvil | None = None
         self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[Any]] = []
 
     @property
     def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
+        """Traefik's ``web`` entrypoint (the Gateway listener), as ``KUBE402_GATEWAY_URL``."""
+        assert self.ingress is not None
+        return self.ingress.url
+
+    @property
+    def host_address(self) -> str:
+        """A non-loopback address of this host that EndpointSlices (and so Traefik) can point at."""
+        assert self.host is not None
+        return self.host.host_address
+
+    async def expose(self, namespace: str, name: str, port: int, *, target_port: int | None = None) -> None:
+        """Selector-less Service ``namespace/name:port`` → EndpointSlice ``host_address:target_port``."""
+        assert self.kube is not None
+        await traefik.expose(
+            self.kube,
+            namespace=namespace,
+            name=name,
+            port=port,
+            address=self.host_address,
+            target_port=target_port,
+        )
 
     @property
     def proxy_url(self) -> str:
         assert self.verifier is not None
-        return f"http://127.0.0.1:{self.verifier.ports['proxy']}"
+        return f"http://{self.host_address}:{self.verifier.ports['proxy']}"
 
     @property
     def verify_url(self) -> str:
@@ -79,7 +103,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.verifier.ports['verify']}/verify"
 
     async def set_facilitator(self, url: str) -> None:
-        """Point the verifier at another facilitator through the pricing ConfigMap (as `sell pricing` does)."""
+        """Point the verifier at another facilitator through the pricing ConfigMap (like `sell pricing`)."""
         assert self.kube is not None
         await self.kube.apply(
             resources.CONFIGMAP,
@@ -112,11 +136,19 @@ class LocalStack:
         self.kube = Kube.connect(kubeconfig=str(self.kubeconfig), field_manager="kube402-story")
         await self.set_facilitator(self.facilitator.url)
 
+        self.host = await asyncio.to_thread(netns.TestHost)
+        verify_port = process.free_port()
+        proxy_port = process.free_port(self.host_address)
+        # The verifier's proxy gate, as the Service proxy-mode HTTPRoutes name (SPEC 4.5).
+        await self.expose(names.SYSTEM_NAMESPACE, "x402-verifier", 8081, target_port=proxy_port)
+
         ctl_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
+        self._ctl_kube = ctl_kube
         self.controller = await self._stack.enter_async_context(
             controller_main.started(
                 ctl_kube,
                 ControllerSettings(
+                    verifier_address=f"http://127.0.0.1:{verify_port}/verify",
                     upstream_resolution="endpointslice",
                     leader_elect=False,
                     metrics_listen="",
@@ -132,52 +164,29 @@ class LocalStack:
                 config_path=str(self.workdir / "no-file.yaml"),
                 route_source="kube",
                 kubeconfig=str(self.kubeconfig),
-                listen=f"127.0.0.1:{process.free_port()}",
-                proxy_listen=f"127.0.0.1:{process.free_port()}",
+                listen=f"127.0.0.1:{verify_port}",
+                proxy_listen=f"{self.host_address}:{proxy_port}",
                 upstream_resolution="endpointslice",
             )
         )
         await self.verifier.start()
 
-        gw_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
-        routes = Informer(gw_kube, resources.HTTPROUTE)
-        mws = Informer(gw_kube, resources.MIDDLEWARE)
-        svcs = Informer(gw_kube, resources.SERVICE)
-        self._gw_kube = gw_kube
-        for inf in (routes, mws, svcs):
-            self._tasks.append(asyncio.create_task(inf.run()))
-        verifier = self.verifier
-        self.gateway = gateway.ForwardAuthGateway(
-            routes=lambda: gateway.routes_from_cluster(
-                httproutes=routes.store,
-                middlewares=mws.store,
-                services=svcs.store,
-                verify_url=self.verify_url,
-                verifier_service=("x402", "x402-verifier"),
-                verifier_proxy_url=f"http://127.0.0.1:{verifier.ports['proxy']}",
-            )
+        self.ingress = await self._stack.enter_async_context(
+            traefik.Traefik(self.kubeconfig, log=self.workdir / "traefik.log")
         )
-        self.gateway_port = process.free_port()
-        await self._stack.enter_async_context(gateway.serving(self.gateway, self.gateway_port))
-        self._ctl_kube = ctl_kube
         return self
 
     async def stop(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.aclose()
         await self._stack.aclose()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
         if self.verifier is not None:
             await self.verifier.stop()
-        for k in (self.kube, getattr(self, "_ctl_kube", None), getattr(self, "_gw_kube", None)):
+        for k in (self.kube, getattr(self, "_ctl_kube", None)):
             if k is not None:
                 await k.aclose()
         if self._anvil is not None:
             self._anvil.stop()
+        if self.host is not None:
+            await asyncio.to_thread(self.host.close)
 
     async def balances(self, *addresses: str) -> list[int]:
         assert self.usdc is not None

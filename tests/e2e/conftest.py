@@ -1,4 +1,4 @@
-"""The whole story on real parts: control plane, anvil, facilitator, controller, verifier, gateway."""
+"""The whole story on real parts: control plane, anvil, facilitator, controller, verifier, real Traefik."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ async def stack(
 
 
 @pytest.fixture
-def upstream() -> Iterator[TestUpstream]:
-    server = TestUpstream().start()
+def upstream(stack: LocalStack) -> Iterator[TestUpstream]:
+    """An upstream on the stack's host address, so a selector-less Service + EndpointSlice can name it."""
+    server = TestUpstream(host=stack.host_address).start()
     try:
         yield server
     finally:

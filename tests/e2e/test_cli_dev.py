@@ -1,4 +1,5 @@
-"""A fresh checkout, nothing started: `kube402 dev up`, a demo upstream, `sell http … --wait`, `sell test`.
+"""A fresh checkout, nothing started: `kube402 dev up` (real Traefik), a demo upstream, `sell http … --wait`,
+`sell test`.
 
 Only the CLI, as a subprocess, in an empty directory; the kubeconfig and the gateway come from the
 ``.kube402/dev.env`` that ``dev up`` writes (nothing is sourced). ``dev down`` stops every process it started.
@@ -26,7 +27,13 @@ async def test_dev_up_then_sell_http_wait_then_sell_test(tmp_path: Path) -> None
     up = (await cli("dev", "up", env=env, cwd=tmp_path, within=600)).ok()
     try:
         dev = dict(line.split("=", 1) for line in up.out.split())
-        for key in ("KUBECONFIG", "KUBE402_GATEWAY_URL", "KUBE402_FACILITATOR_URL", "KUBE402_BUYER_KEY_FILE"):
+        for key in (
+            "KUBECONFIG",
+            "KUBE402_GATEWAY_URL",
+            "KUBE402_HOST_ADDRESS",
+            "KUBE402_FACILITATOR_URL",
+            "KUBE402_BUYER_KEY_FILE",
+        ):
             assert key in dev, up.out
         key_file = Path(dev["KUBE402_BUYER_KEY_FILE"])
         assert oct((await asyncio.to_thread(key_file.stat)).st_mode & 0o777) == "0o600"
@@ -34,7 +41,7 @@ async def test_dev_up_then_sell_http_wait_then_sell_test(tmp_path: Path) -> None
         assert "already running" in again.err
         assert dict(line.split("=", 1) for line in again.out.split()) == dev, "idempotent: same endpoints"
 
-        port = process.free_port()
+        port = process.free_port(dev["KUBE402_HOST_ADDRESS"])  # upstreams listen where Traefik routes to
         served = (
             await cli("dev", "upstream", "demo", "-n", "demo", "--port", str(port), env=env, cwd=tmp_path)
         ).ok()

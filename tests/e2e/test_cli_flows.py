@@ -48,8 +48,9 @@ def seller() -> str:
 
 
 @pytest.fixture(scope="module")
-def ollama() -> Any:
-    server = TestUpstream().start()
+def ollama(stack: LocalStack) -> Any:
+    """The upstream on the stack's host address (Traefik routes only to EndpointSlice addresses)."""
+    server = TestUpstream(host=stack.host_address).start()
     try:
         yield server
     finally:
@@ -58,22 +59,9 @@ def ollama() -> Any:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def seller_env(stack: LocalStack, ollama: TestUpstream) -> AsyncIterator[dict[str, str]]:
-    """What the seller has before the flows: namespace llm with a Service ollama (the upstream)."""
-    kube = stack.kube
-    assert kube is not None
-    if await kube.get(resources.NAMESPACE, NS) is None:
-        await kube.create(
-            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
-        )
-    await kube.apply(
-        resources.SERVICE,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "ollama", "namespace": NS},
-            "spec": {"type": "ExternalName", "externalName": "localhost"},
-        },
-    )
+    """What the seller has before the flows: namespace llm with a Service ollama (the upstream), in the form
+    Traefik accepts: selector-less, with an EndpointSlice to the upstream's address."""
+    await stack.expose(NS, "ollama", ollama.port)
     yield cli_env(KUBECONFIG=str(stack.kubeconfig), KUBE402_GATEWAY_URL=stack.gateway_url)
 
 
@@ -235,10 +223,10 @@ async def test_flow_10_local_chain_and_facilitator_switch(
         assert await node.eth_balance(relayer.address) < gas_before, "the new facilitator paid the gas"
         assert stack.verifier is verifier_before, "no verifier restart"
     finally:
-        await sell(seller_env, tmp_path, "pricing", "--facilitator-url", stack.facilitator.url)
-        await eventually(
-            lambda: _facilitator_of(stack), until=lambda u: u == stack.facilitator.url, timeout=30
-        )
+        assert stack.facilitator is not None
+        original = stack.facilitator.url
+        await sell(seller_env, tmp_path, "pricing", "--facilitator-url", original)
+        await eventually(lambda: _facilitator_of(stack), until=lambda u: u == original, timeout=30)
         await second.stop()
 
 

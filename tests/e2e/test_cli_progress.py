@@ -31,8 +31,8 @@ STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 
 
 @pytest.fixture
-def sick_upstream() -> Iterator[TestUpstream]:
-    server = TestUpstream().start()
+def sick_upstream(stack: LocalStack) -> Iterator[TestUpstream]:
+    server = TestUpstream(host=stack.host_address).start()
     server.health_status = 500
     try:
         yield server
@@ -40,22 +40,9 @@ def sick_upstream() -> Iterator[TestUpstream]:
         server.stop()
 
 
-async def seller_ns(stack: LocalStack, ns: str, upstream_name: str) -> None:
-    kube = stack.kube
-    assert kube is not None
-    if await kube.get(resources.NAMESPACE, ns) is None:
-        await kube.create(
-            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-        )
-    await kube.apply(
-        resources.SERVICE,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": upstream_name, "namespace": ns},
-            "spec": {"type": "ExternalName", "externalName": "localhost"},
-        },
-    )
+async def seller_ns(stack: LocalStack, ns: str, upstream_name: str, port: int) -> None:
+    """Namespace ``ns`` with Service ``upstream_name`` (selector-less + EndpointSlice: what Traefik accepts)."""
+    await stack.expose(ns, upstream_name, port)
 
 
 def http_args(name: str, ns: str, port: int, *extra: str) -> list[str]:
@@ -75,7 +62,7 @@ async def test_wait_on_a_terminal_shows_a_live_line(
     stack: LocalStack, sick_upstream: TestUpstream, tmp_path: Path
 ) -> None:
     ns = "cli-progress-tty"
-    await seller_ns(stack, ns, "up")
+    await seller_ns(stack, ns, "up", sick_upstream.port)
     master, slave = pty.openpty()
     env = cli_env(KUBECONFIG=str(stack.kubeconfig), TERM="xterm")
     proc = await asyncio.create_subprocess_exec(
@@ -144,7 +131,7 @@ async def test_wait_in_a_pipe_prints_plain_timestamped_lines(
     stack: LocalStack, sick_upstream: TestUpstream, tmp_path: Path
 ) -> None:
     ns = "cli-progress-pipe"
-    await seller_ns(stack, ns, "up")
+    await seller_ns(stack, ns, "up", sick_upstream.port)
     env = cli_env(KUBECONFIG=str(stack.kubeconfig))
     run_task = asyncio.create_task(
         cli(*http_args("pipe-demo", ns, sick_upstream.port), env=env, cwd=tmp_path)
@@ -182,7 +169,7 @@ async def test_wait_timeout_names_the_condition_still_false(
     stack: LocalStack, sick_upstream: TestUpstream, tmp_path: Path
 ) -> None:
     ns = "cli-progress-timeout"
-    await seller_ns(stack, ns, "up")
+    await seller_ns(stack, ns, "up", sick_upstream.port)
     env = cli_env(KUBECONFIG=str(stack.kubeconfig))
     run = await cli(*http_args("slow-demo", ns, sick_upstream.port, "--timeout", "4"), env=env, cwd=tmp_path)
     assert run.code == 1, str(run)

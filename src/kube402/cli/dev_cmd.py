@@ -1,9 +1,10 @@
 """``kube402 dev up|down|status|upstream``: the whole local environment as background processes.
 
 ``up`` starts (idempotently) a real control plane, anvil made to look like Base Sepolia, ``kube402
-facilitator``, ``verifier``, ``controller`` and the ingress, funds a buyer, seeds the pricing
-configuration, and writes every endpoint to ``.kube402/dev.env``. ``upstream NAME -n NS`` adds a demo
-OpenAI-compatible upstream with its Service, ready for ``kube402 sell http``.
+facilitator``, ``verifier``, ``controller`` and real Traefik as the ingress, funds a buyer, seeds the
+pricing configuration, and writes every endpoint to ``.kube402/dev.env``. ``upstream NAME -n NS`` adds a
+demo OpenAI-compatible upstream on the test-host address with its Service (selector-less, plus an
+EndpointSlice: the form Traefik routes to), ready for ``kube402 sell http``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = ["add_parser"]
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "dev", help="local environment: control plane, anvil, facilitator, verifier, controller, ingress"
+        "dev", help="local environment: control plane, anvil, Traefik, facilitator, verifier, controller"
     )
     p.add_argument("--dir", default=".kube402", help="state directory (default .kube402 in the working dir)")
     dsub = p.add_subparsers(dest="dev_command", metavar="up|down|status|upstream", required=True)
@@ -38,16 +39,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     u.add_argument("-n", "--namespace", default="default", help="namespace of the Service (default default)")
     u.add_argument(
-        "--port", type=int, default=None, help="port on 127.0.0.1 and of the Service (default: a free one)"
+        "--port",
+        type=int,
+        default=None,
+        help="port on KUBE402_HOST_ADDRESS and of the Service (default: a free one)",
     )
     u.add_argument("--host", default="127.0.0.1", help="listen address in the foreground form")
     u.set_defaults(func=_upstream)
-    g = dsub.add_parser("gateway", help=argparse.SUPPRESS)
-    g.add_argument("--kubeconfig", required=True)
-    g.add_argument("--listen", required=True)
-    g.add_argument("--verify-url", required=True)
-    g.add_argument("--proxy-url", required=True)
-    g.set_defaults(func=_gateway)
 
 
 def _say(text: str) -> None:
@@ -62,7 +60,7 @@ def _up(args: argparse.Namespace) -> int:
 
     async def run() -> bool:
         _, started = await stack.up(directory, progress=_say)
-        _say("starting kube402 facilitator, verifier, controller and the ingress (those not running)")
+        _say("starting kube402 facilitator, verifier and controller (those not running)")
         await services.start(directory, controller_workers=args.workers, upstream=False)
         for line in await services.seed(directory):
             _say(line)
@@ -115,15 +113,14 @@ def _upstream(args: argparse.Namespace) -> int:
     if args.name is None:
         return _upstream_foreground(args)
     from kube402.cli import sell_validate as check
-    from kube402.devenv import process, services, stack
+    from kube402.devenv import services, stack
 
     check.check_name(args.name, flag="NAME", what="Service name")
     check.check_name(args.namespace, flag="--namespace", what="namespace")
     if stack.load(Path(args.dir).resolve()) is None:
         raise CliError(f"no local environment in {args.dir}: run `kube402 dev up` first")
-    port = args.port or process.free_port()
-    port = asyncio.run(services.demo_upstream(Path(args.dir), args.name, args.namespace, port))
-    url = f"http://127.0.0.1:{port}"
+    host, port = asyncio.run(services.demo_upstream(Path(args.dir), args.name, args.namespace, args.port))
+    url = f"http://{host}:{port}"
     print(
         f"demo upstream {args.namespace}/{args.name} on {url} "
         f"(Service {args.namespace}/{args.name} port {port})"
@@ -149,41 +146,3 @@ def _upstream_foreground(args: argparse.Namespace) -> int:
     signal.sigwait(stop_signals)
     server.stop()
     return 0
-
-
-def _gateway(args: argparse.Namespace) -> int:
-    """The stand-in ingress of the local stack (see ``devenv.services.start_ingress``)."""
-    from kube402.devenv import gateway
-    from kube402.kube import resources
-    from kube402.kube.client import Kube
-    from kube402.kube.informer import Informer
-
-    port = args.listen.rpartition(":")[2]
-
-    async def run() -> int:
-        kube = Kube.connect(kubeconfig=args.kubeconfig, field_manager="kube402-dev-gateway")
-        routes, mws, svcs = (
-            Informer(kube, r) for r in (resources.HTTPROUTE, resources.MIDDLEWARE, resources.SERVICE)
-        )
-        tasks = [asyncio.create_task(inf.run()) for inf in (routes, mws, svcs)]
-        app = gateway.ForwardAuthGateway(
-            routes=lambda: gateway.routes_from_cluster(
-                httproutes=routes.store,
-                middlewares=mws.store,
-                services=svcs.store,
-                verify_url=args.verify_url,
-                verifier_service=("x402", "x402-verifier"),
-                verifier_proxy_url=args.proxy_url,
-            )
-        )
-        try:
-            async with gateway.serving(app, int(port)):
-                await asyncio.Event().wait()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await app.aclose()
-            await kube.aclose()
-        return 0
-
-    return asyncio.run(run())

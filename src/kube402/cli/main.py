@@ -27,9 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kube402 {__version__}")
     parser.add_argument("--log-level", default="info")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from kube402.cli import controller_cmd, dev_cmd, facilitator_cmd, sell_cmd, verifier_cmd
+    from kube402.cli import (
+        buy_cmd,
+        buyer_cmd,
+        controller_cmd,
+        dev_cmd,
+        facilitator_cmd,
+        sell_cmd,
+        verifier_cmd,
+    )
 
-    for module in (controller_cmd, verifier_cmd, facilitator_cmd, dev_cmd, sell_cmd):
+    for module in (controller_cmd, verifier_cmd, facilitator_cmd, dev_cmd, sell_cmd, buyer_cmd, buy_cmd):
         module.add_parser(sub)
     return parser
 

@@ -1,13 +1,16 @@
-"""kube402's own processes on top of the control plane and anvil: facilitator, verifier, controller, ingress.
+"""kube402's own processes on top of ``stack.up`` (control plane, anvil, Traefik): facilitator, verifier,
+controller, demo upstreams.
 
 Started in the background and recorded in ``.kube402/state.json`` (so ``kube402 dev down`` stops them), on
-free loopback ports kept in the state. ``kube402 dev up`` runs :func:`start` and :func:`seed`; so do
-``make demo`` and ``bench/e2e.py``. Idempotent: services that are already running are left alone.
+free ports kept in the state. ``kube402 dev up`` runs :func:`start` and :func:`seed`; so do ``make demo`` and
+``bench/e2e.py``. Idempotent: services that are already running are left alone.
 
 Every endpoint a seller or buyer needs lands in ``.kube402/dev.env`` (:data:`ENV_KEYS`), written from one
-place (:func:`endpoints`). The ingress is the one pluggable part (:func:`start_ingress`): today the
-ForwardAuth stand-in gateway of :mod:`kube402.devenv.gateway`, run by ``kube402 dev gateway``; the real
-Traefik of :mod:`kube402.devenv.traefik` replaces it there, and ``KUBE402_GATEWAY_URL`` follows.
+place (:func:`endpoints`). The ingress is the real Traefik that ``stack.up`` starts
+(:mod:`kube402.devenv.traefik`; ``KUBE402_GATEWAY_URL``). Traefik routes only to EndpointSlice addresses,
+never loopback, so the verifier's proxy gate and the demo upstreams listen on the environment's test-host
+address ``KUBE402_HOST_ADDRESS`` and are published as selector-less Services + EndpointSlices
+(:func:`kube402.devenv.traefik.expose`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import base64
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -34,12 +36,10 @@ __all__ = [
     "endpoints",
     "seed",
     "start",
-    "start_ingress",
-    "upstream_service",
     "wait_http",
 ]
 
-PORTS = ("facilitator", "verifier", "gate", "controller", "upstream", "ingress")
+PORTS = ("facilitator", "verifier", "gate", "controller", "upstream")
 SELLER_INDEX = 1
 BUYER_INDEX = 2
 RELAYER_INDEX = 5
@@ -85,24 +85,41 @@ def _spawn(
     state.pids[name] = proc.pid
 
 
-async def start(
-    directory: Path, *, controller_workers: int = 4, upstream: bool = True, ingress: bool = True
-) -> dict[str, int]:
+async def _expose_gate(kubeconfig: str, host: str, port: int) -> None:
+    """Service ``x402/x402-verifier:8081`` (the proxy-mode HTTPRoutes' backend) → the gate's address."""
+    from kube402.devenv import traefik
+    from kube402.kube.client import Kube
+
+    kube = Kube.connect(kubeconfig=kubeconfig, field_manager="kube402-devenv")
+    try:
+        await traefik.expose(
+            kube, namespace="x402", name="x402-verifier", port=8081, address=host, target_port=port
+        )
+    finally:
+        await kube.aclose()
+
+
+def host_address(state: stack.DevState) -> str:
+    """Where the gate and the demo upstreams listen: the test-host address Traefik's EndpointSlices reach."""
+    return str(state.extra.get("KUBE402_HOST_ADDRESS") or "127.0.0.1")
+
+
+async def start(directory: Path, *, controller_workers: int = 4, upstream: bool = True) -> dict[str, int]:
     """Start the services of an environment that ``stack.up`` brought up; returns their ports.
 
-    ``upstream`` also runs the demo upstream on ``ports["upstream"]`` (the demo and the benchmark sell it);
-    ``ingress`` runs the gateway (:func:`start_ingress`) on ``ports["ingress"]``.
+    ``upstream`` also runs the demo upstream on ``ports["upstream"]`` (the demo and the benchmark sell it).
     """
     directory = _absolute(directory)
     state = stack.load(directory)
     if state is None:
         raise RuntimeError("no running environment; run `kube402 dev up` first")
-    ports: dict[str, int] = dict(state.extra.get("ports") or {})
+    ports: dict[str, int] = {k: v for k, v in (state.extra.get("ports") or {}).items() if k in PORTS}
     for k in PORTS:
         ports.setdefault(k, process.free_port())
-    stack.set_extra(directory, ports=ports, **endpoints(directory, ports))
+    stack.set_extra(directory, ports=ports, **endpoints(directory, state, ports))
     relayer = devchain.dev_account(RELAYER_INDEX)
     kubeconfig = state.kubeconfig
+    host = host_address(state)
     _spawn(
         directory,
         state,
@@ -131,7 +148,7 @@ async def start(
             "--listen",
             f"127.0.0.1:{ports['verifier']}",
             "--proxy-listen",
-            f"127.0.0.1:{ports['gate']}",
+            f"{host}:{ports['gate']}",
             "--upstream-resolution",
             "endpointslice",
         ],
@@ -144,6 +161,8 @@ async def start(
             "controller",
             "--kubeconfig",
             kubeconfig,
+            "--verifier-address",
+            f"http://127.0.0.1:{ports['verifier']}/verify",
             "--upstream-resolution",
             "endpointslice",
             "--workers",
@@ -153,58 +172,40 @@ async def start(
         ],
     )
     if upstream:
-        _spawn(directory, state, "upstream", ["dev", "upstream", "--port", str(ports["upstream"])])
-    if ingress:
-        start_ingress(directory, state, ports)
+        _spawn(
+            directory,
+            state,
+            "upstream",
+            ["dev", "upstream", "--host", host, "--port", str(ports["upstream"])],
+        )
+    if host != "127.0.0.1":
+        await _expose_gate(kubeconfig, host, ports["gate"])
     await wait_http(f"http://127.0.0.1:{ports['facilitator']}/healthz", "facilitator")
     await wait_http(f"http://127.0.0.1:{ports['verifier']}/healthz", "verifier")
     await wait_http(f"http://127.0.0.1:{ports['controller']}/healthz", "controller")
     if upstream:
-        await wait_http(f"http://127.0.0.1:{ports['upstream']}/health", "demo upstream")
-    if ingress:
-        await wait_http(f"http://127.0.0.1:{ports['ingress']}/", "ingress")
+        await wait_http(f"http://{host}:{ports['upstream']}/health", "demo upstream")
     return ports
 
 
-def endpoints(directory: Path, ports: dict[str, int]) -> dict[str, str]:
-    """Every endpoint of the environment, by its dev.env name (the one place they are named)."""
+def endpoints(directory: Path, state: stack.DevState, ports: dict[str, int]) -> dict[str, str]:
+    """Every endpoint of the environment, by its dev.env name (the one place they are named).
+
+    ``KUBE402_GATEWAY_URL`` (Traefik's ``web`` entrypoint) and ``KUBE402_HOST_ADDRESS`` are recorded by
+    ``stack.up``, which starts Traefik; the gateway URL is repeated here so every name a seller or buyer
+    reads is listed in one place.
+    """
     fac = f"http://127.0.0.1:{ports['facilitator']}"
     return {
-        "KUBE402_GATEWAY_URL": f"http://127.0.0.1:{ports['ingress']}",
+        "KUBE402_GATEWAY_URL": str(state.extra["KUBE402_GATEWAY_URL"]),
         "KUBE402_FACILITATOR_URL": fac,
         "X402_FACILITATOR_URL": fac,
         "KUBE402_VERIFIER_URL": f"http://127.0.0.1:{ports['verifier']}",
-        "KUBE402_GATE_URL": f"http://127.0.0.1:{ports['gate']}",
+        "KUBE402_GATE_URL": f"http://{host_address(state)}:{ports['gate']}",
         "KUBE402_BUYER_KEY_FILE": str(directory / "buyer.key"),
         "KUBE402_BUYER_ADDRESS": devchain.dev_account(BUYER_INDEX).address,
         "X402_WALLET": devchain.dev_account(SELLER_INDEX).address,
     }
-
-
-def start_ingress(directory: Path, state: stack.DevState, ports: dict[str, int]) -> None:
-    """The ingress hook: what answers on ``KUBE402_GATEWAY_URL``.
-
-    Today: the ForwardAuth stand-in of :mod:`kube402.devenv.gateway` (routes from the HTTPRoutes and
-    Middlewares the controller renders; ExternalName backends), as the process ``kube402 dev gateway``.
-    Replace this body with the real Traefik (:mod:`kube402.devenv.traefik`) listening on ``ports["ingress"]``.
-    """
-    _spawn(
-        directory,
-        state,
-        "ingress",
-        [
-            "dev",
-            "gateway",
-            "--kubeconfig",
-            state.kubeconfig,
-            "--listen",
-            f"127.0.0.1:{ports['ingress']}",
-            "--verify-url",
-            f"http://127.0.0.1:{ports['verifier']}/verify",
-            "--proxy-url",
-            f"http://127.0.0.1:{ports['gate']}",
-        ],
-    )
 
 
 async def seed(directory: Path) -> list[str]:
@@ -218,7 +219,7 @@ async def seed(directory: Path) -> list[str]:
     state = stack.load(directory)
     if state is None:
         raise RuntimeError("no running environment; run `kube402 dev up` first")
-    env = endpoints(directory, state.extra["ports"])
+    env = endpoints(directory, state, state.extra["ports"])
     done: list[str] = []
     buyer = devchain.dev_account(BUYER_INDEX)
     _write_key(Path(env["KUBE402_BUYER_KEY_FILE"]), buyer.key.hex())
@@ -271,58 +272,33 @@ def _write_key(path: Path, key_hex: str) -> None:
         path.write_text(key_hex + "\n")
 
 
-def upstream_service(name: str, namespace: str, port: int) -> dict[str, Any]:
-    """The Service that stands for a demo upstream listening on 127.0.0.1:<port> of this machine.
-
-    ExternalName ``localhost``: the controller (EndpointSlice resolution) and today's stand-in gateway both
-    follow it. When the ingress becomes the real Traefik (which does not route to ExternalName backends),
-    this is the one place to change: a selector-less Service plus an EndpointSlice on a netns test host.
-    """
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "kube402-dev"},
-        },
-        "spec": {
-            "type": "ExternalName",
-            "externalName": "localhost",
-            "ports": [{"name": "http", "port": port}],
-        },
-    }
-
-
-async def demo_upstream(directory: Path, name: str, namespace: str, port: int) -> int:
-    """Run the demo upstream on 127.0.0.1:<port> in the background (``dev down`` stops it) and apply its
-    Namespace and Service; returns the port it serves on (an already running one keeps its own)."""
-    from kube402.kube import resources
+async def demo_upstream(directory: Path, name: str, namespace: str, port: int | None) -> tuple[str, int]:
+    """Run the demo upstream on the test-host address (``KUBE402_HOST_ADDRESS``) in the background (``dev
+    down`` stops it) and publish it as Service ``namespace/name`` (selector-less, with an EndpointSlice to that
+    address: the form Traefik routes to). Returns (address, port) it serves on; an already running one keeps
+    its own port. ``port`` None: a free one."""
+    from kube402.devenv import traefik
     from kube402.kube.client import Kube
 
     directory = _absolute(directory)
     state = stack.load(directory)
     if state is None:
         raise RuntimeError("no running environment; run `kube402 dev up` first")
+    host = host_address(state)
     key = f"upstream-{namespace}-{name}"
     ports: dict[str, int] = dict(state.extra.get("upstreams") or {})
     pid = state.pids.get(key)
     if pid and process.alive(pid) and key in ports:
         port = ports[key]  # already running: keep its port (and its Service) as they are
     else:
-        _spawn(directory, state, key, ["dev", "upstream", "--port", str(port)])
+        port = port or process.free_port(host=host)
+        _spawn(directory, state, key, ["dev", "upstream", "--host", host, "--port", str(port)])
         ports[key] = port
         stack.set_extra(directory, upstreams=ports)
-    url = f"http://127.0.0.1:{port}"
-    await wait_http(f"{url}/health", f"demo upstream {namespace}/{name}", within=30)
+    await wait_http(f"http://{host}:{port}/health", f"demo upstream {namespace}/{name}", within=30)
     kube = Kube.connect(kubeconfig=state.kubeconfig, field_manager="kube402-dev")
     try:
-        if await kube.get(resources.NAMESPACE, namespace) is None:
-            await kube.apply(
-                resources.NAMESPACE,
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-            )
-        await kube.apply(resources.SERVICE, upstream_service(name, namespace, port))
+        await traefik.expose(kube, namespace=namespace, name=name, port=port, address=host)
     finally:
         await kube.aclose()
-    return port
+    return host, port

@@ -7,6 +7,7 @@ State lives in ``.kube402/`` of the working directory: ``state.json`` (component
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -20,8 +21,9 @@ from kube402.devenv.controlplane import ControlPlane
 __all__ = ["DevState", "add_process", "down", "load", "set_extra", "status", "up"]
 
 Progress = Callable[[str], None]
-CORE = ("etcd", "kube-apiserver", "kube-controller-manager", "anvil")
-"""The processes ``up`` starts itself; kube402's services on top are restarted one by one (``services``)."""
+CORE = ("etcd", "kube-apiserver", "kube-controller-manager", "anvil", "traefik")
+"""The processes ``up`` starts itself (the ingress too: its test-host address is tied to the apiserver's
+PID); kube402's services on top are restarted one by one (``services``)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,13 +81,9 @@ def status(directory: Path) -> dict[str, bool]:
     return {name: process.alive(pid) for name, pid in state.pids.items()}
 
 
-def _resolved(directory: Path) -> Path:
-    return directory.resolve()
-
-
 async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[DevState, bool]:
     """Start (or find running) the local environment. Returns (state, started_now)."""
-    directory = _resolved(directory)
+    directory = await asyncio.to_thread(directory.resolve)
     existing = load(directory)
     if existing is not None:
         alive = {n: process.alive(p) for n, p in existing.pids.items() if n in CORE}
@@ -105,6 +103,7 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
     )
     cp = ControlPlane(directory / "controlplane", owns_directory=False)
     pids: dict[str, int] = {}
+    extra: dict[str, Any] = {}
     try:
         info = await cp.start()
         pids.update(info.pids)
@@ -116,20 +115,59 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
 
         progress("placing USDC and the ERC-8004 identity registry at their Base Sepolia addresses")
         dc = await devchain.setup_base_sepolia(chain.rpc_url)
+        extra.update({"KUBE402_USDC": dc.token, "KUBE402_IDENTITY_REGISTRY": dc.registry})
+        extra.update(await _start_ingress(directory, info.kubeconfig, pids, progress))
         state = DevState(
             directory=directory,
             pids=pids,
             kubeconfig=str(info.kubeconfig),
             rpc_url=chain.rpc_url,
-            extra={"KUBE402_USDC": dc.token, "KUBE402_IDENTITY_REGISTRY": dc.registry},
+            extra=extra,
         )
         state.save()
     except BaseException:
         cp.stop()
         for pid in pids.values():
             process.stop(pid)
+        _remove_test_host(extra)
         raise
     return state, True
+
+
+async def _start_ingress(
+    directory: Path, kubeconfig: Path, pids: dict[str, int], progress: Progress
+) -> dict[str, Any]:
+    """Real Traefik on loopback, plus a test-host address for the EndpointSlices Traefik routes to.
+
+    Records ``KUBE402_GATEWAY_URL`` (Traefik's ``web`` entrypoint = Gateway ``traefik/traefik-gateway``
+    listener ``web``) and ``KUBE402_HOST_ADDRESS`` (this host's end of a veth; bind upstreams and the
+    verifier's proxy gate there and publish them as selector-less Service + EndpointSlice).
+    """
+    from kube402.devenv import netns, traefik
+
+    host = netns.TestHost(owner_pid=pids["kube-apiserver"])
+    found: dict[str, Any] = {
+        "KUBE402_HOST_ADDRESS": host.host_address,
+        "netns": {"name": host.name, "host_if": host.host_if, "block": host.block, "owner": host.owner_pid},
+    }
+    try:
+        progress("starting Traefik v3.7.13 (first run builds it from Go modules, several minutes)")
+        ingress = await traefik.start_detached(kubeconfig, log=directory / "logs" / "traefik.log")
+    except BaseException:
+        _remove_test_host(found)
+        raise
+    pids["traefik"] = ingress.pid
+    progress(f"Traefik routes Gateway traefik/traefik-gateway at {ingress.url}")
+    found["KUBE402_GATEWAY_URL"] = ingress.url
+    return found
+
+
+def _remove_test_host(extra: dict[str, Any]) -> None:
+    info = extra.get("netns")
+    if isinstance(info, dict):
+        from kube402.devenv import netns
+
+        netns.TestHost.remove(info["name"], info["host_if"], int(info["block"]), int(info["owner"]))
 
 
 def _loaded(directory: Path) -> DevState:
@@ -165,6 +203,7 @@ def down(directory: Path) -> list[str]:
             if process.alive(pid):
                 process.stop(pid)
                 stopped.append(name)
+        _remove_test_host(state.extra)
     for sub in ("controlplane", "state.json", "dev.env", "logs", "buyer.key"):
         target = directory / sub
         if target.is_dir():

@@ -38,10 +38,10 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         "kube-apiserver",
         "kube-controller-manager",
         "anvil",
+        "traefik",
         "facilitator",
         "verifier",
         "controller",
-        "ingress",
     }
     assert all(process.alive(pid) for pid in pids.values())
     assert (tmp_path / ".kube402" / "dev.env").read_text().splitlines()[:2] == [
@@ -53,6 +53,14 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         env["KUBE402_RPC_URL"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
     ).json()
     assert chain_id["result"] == "0x14a34"
+
+    # Real Traefik on loopback, routing the Gateway's listener: nothing sold yet, so its own 404.
+    gateway = env["KUBE402_GATEWAY_URL"]
+    assert gateway.startswith("http://127.0.0.1:")
+    assert httpx.get(f"{gateway}/services/nothing").status_code == 404
+    host = env["KUBE402_HOST_ADDRESS"]
+    addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    assert f"inet {host}/30" in addrs, "the test-host address is configured on this host"
 
     again = kube402(tmp_path, "dev", "up")
     assert again.returncode == 0 and "already running" in again.stderr
@@ -66,4 +74,6 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
     for name, pid in pids.items():
         assert not process.alive(pid), f"{name} (pid {pid}) survived dev down"
     assert not (tmp_path / ".kube402" / "controlplane").exists()
+    addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    assert f"inet {host}/" not in addrs, "dev down removed the test host"
     assert kube402(tmp_path, "dev", "status").returncode == 1

@@ -99,18 +99,16 @@ ALL_TRUE = [
 def test_ready_needs_the_current_generation() -> None:
     assert ready(offer(2, 2, *ALL_TRUE))
     assert not ready(offer(3, 2, *ALL_TRUE)), "a status about an older spec does not count"
-    assert (
-        first_blocker(
-            offer(
-                1,
-                1,
-                ("ModelReady", "True", "S"),
-                ("UpstreamHealthy", "False", "Unhealthy"),
-                ("Ready", "False", "R"),
-            )
-        ).type
-        == "UpstreamHealthy"
-    )  # type: ignore[union-attr]
+    blocker = first_blocker(
+        offer(
+            1,
+            1,
+            ("ModelReady", "True", "S"),
+            ("UpstreamHealthy", "False", "Unhealthy"),
+            ("Ready", "False", "R"),
+        )
+    )
+    assert blocker is not None and blocker.type == "UpstreamHealthy"
 
 
 def sequence(*objs: Mapping[str, Any] | None) -> Any:
