@@ -238,6 +238,14 @@ async def _facilitator_of(stack: LocalStack) -> str:
 async def test_flow_09_lifecycle(
     stack: LocalStack, seller_env: dict[str, str], seller: str, kube: Kube, tmp_path: Path
 ) -> None:
+    """list/status, pay, `sell stop --wait`, `sell resume --wait`, pay again, `sell delete --force`.
+
+    What a buyer sees through real Traefik once the offer is paused: the controller withdraws the HTTPRoute,
+    and until Traefik drops it (a fraction of a second to a few seconds) the verifier's guard answers 503 for
+    the path; after that Traefik itself answers 404 (no route). So the gateway is never 200 on the way and
+    ends at 404, and the verifier's own answer for the paused path is asserted separately: 503 + Retry-After.
+    (Measured with `make demo`'s offer: 402, then 503 for ~0.5 s, then 404.)
+    """
     assert stack.usdc is not None
     url = f"{stack.gateway_url}/services/{NAME}/v1/chat/completions"
     row = next(
@@ -270,7 +278,7 @@ async def test_flow_09_lifecycle(
         return code
 
     await eventually(probe, until=lambda code: code == 404, timeout=30, interval=0.1, what="route withdrawn")
-    assert 200 not in seen and set(seen) <= {402, 503, 404}, seen
+    assert 200 not in seen and set(seen) <= {402, 503, 404}, seen  # 404: Traefik, the route is gone
     async with httpx.AsyncClient() as http:  # the verifier guards the paused offer's path itself: 503
         guarded = await http.get(
             stack.verify_url, headers={"X-Forwarded-Uri": f"/services/{NAME}/v1/chat/completions"}

@@ -204,7 +204,7 @@ def down(directory: Path) -> list[str]:
                 process.stop(pid)
                 stopped.append(name)
         _remove_test_host(state.extra)
-    for sub in ("controlplane", "state.json", "dev.env", "logs", "buyer.key"):
+    for sub in ("controlplane", "state.json", "dev.env", "logs", "buyer.key", "buyer"):
         target = directory / sub
         if target.is_dir():
             shutil.rmtree(target, ignore_errors=True)
