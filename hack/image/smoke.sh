@@ -8,12 +8,17 @@ storage=(--storage-driver vfs)
 ctr=$(buildah "${storage[@]}" from --quiet "oci-archive:$archive")
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  buildah "${storage[@]}" rm "$ctr" >/dev/null
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  buildah "${storage[@]}" rm "$ctr" >/dev/null || true
 }
 trap cleanup EXIT
-user=$(buildah "${storage[@]}" run --isolation chroot "$ctr" -- id -u)
-[ "$user" = 1000 ] || { echo "smoke: runs as uid $user, not 1000" >&2; exit 1; }
+user=""
+for _ in 1 2 3; do  # a first `buildah run` right after `from` has been seen to print nothing once
+  user=$(buildah "${storage[@]}" run --isolation chroot "$ctr" -- id -u)
+  [ -n "$user" ] && break
+done
+[ "$user" = 1000 ] || { echo "smoke: runs as uid '$user', not 1000" >&2; exit 1; }
+echo "smoke: runs as uid $user" >&2
 version=$(buildah "${storage[@]}" run --isolation chroot "$ctr" -- kube402 --version)
 echo "smoke: kube402 --version → $version" >&2
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

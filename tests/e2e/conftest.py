@@ -18,11 +18,11 @@ async def stack(
     control_plane: ControlPlaneInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LocalStack]:
     s = LocalStack(kubeconfig=control_plane.kubeconfig, workdir=Path(tmp_path_factory.mktemp("story")))
-    await s.start()
     try:
+        await s.start()
         yield s
     finally:
-        await s.stop()
+        await s.stop()  # also after a failed start: releases the test host and the processes started
 
 
 @pytest.fixture

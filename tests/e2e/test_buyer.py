@@ -38,22 +38,15 @@ HELLO = "Hello from the upstream"
 async def sell(
     stack: LocalStack, ns: str, name: str, upstream: TestUpstream, *, price: str = "0.001", **kw: Any
 ) -> str:
-    """An ExternalName Service for the upstream and a ServiceOffer; returns the offer's base URL."""
+    """A Service for the upstream that real Traefik accepts (selector-less, EndpointSlice to the upstream's
+    address) and a ServiceOffer; returns the offer's base URL at the gateway."""
     kube = stack.kube
     assert kube is not None
     if await kube.get(resources.NAMESPACE, ns) is None:
         await kube.create(
             resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
         )
-    await kube.apply(
-        resources.SERVICE,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": f"{name}-llm", "namespace": ns},
-            "spec": {"type": "ExternalName", "externalName": "localhost"},
-        },
-    )
+    await stack.expose(ns, f"{name}-llm", upstream.port)
     await kube.create(
         resources.SERVICE_OFFER,
         v1alpha1.offer_manifest(

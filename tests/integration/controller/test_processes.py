@@ -44,6 +44,8 @@ class ControllerProcess:
                 str(info.kubeconfig),
                 "--upstream-resolution",
                 "endpointslice",
+                "--route-acceptance",
+                "applied",  # no Gateway controller in the integration tests
                 "--metrics-listen",
                 f"127.0.0.1:{self.port}",
                 "--requeue-ready",
