@@ -18,10 +18,12 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from kube402.api import names
+from kube402.catalog.server import CatalogServer
 from kube402.chain import devchain, rpc, token
 from kube402.chain.facilitator import config as fac_config
 from kube402.chain.facilitator import main as fac_main
 from kube402.controller import main as controller_main
+from kube402.controller.settings import RegistrationSettings, SigningKey
 from kube402.controller.settings import Settings as ControllerSettings
 from kube402.devenv import anvil, gateway, process
 from kube402.kube import resources
@@ -29,7 +31,7 @@ from kube402.kube.client import Kube
 from kube402.kube.informer import Informer
 from kube402.verifier.main import Options, Verifier
 
-__all__ = ["LocalStack", "pricing_yaml"]
+__all__ = ["LocalStack", "catalog_routes", "pricing_yaml"]
 
 BUYER_FUNDS = 1_000_000_000
 
@@ -41,6 +43,31 @@ def pricing_yaml(*, wallet: str, facilitator_url: str, guard_grace: int = 2) -> 
     )
 
 
+CATALOG_BACKENDS_SUFFIX = "-registration"
+
+
+def catalog_routes(httproutes: Any, *, catalog_url: str, system_namespace: str) -> list[gateway.Route]:
+    """Gateway routes for the registration and catalog HTTPRoutes (``so-<name>-wellknown``,
+    ``obol-skill-md-route``): their backends are Services of Deployments that cannot run out of cluster, so
+    the gateway sends those exact paths to the ``kube402 catalog`` process, which serves the same ConfigMap
+    contents. The one place where the out-of-cluster gateway learns about the catalog (issue 12)."""
+    out: list[gateway.Route] = []
+    for hr in httproutes:
+        meta = hr.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY_VALUE:
+            continue
+        is_catalog = meta.get("name") == "obol-skill-md-route" and meta.get("namespace") == system_namespace
+        if not is_catalog and "obol.org/registration" not in labels:
+            continue
+        for rule in (hr.get("spec") or {}).get("rules") or []:
+            for match in rule.get("matches") or []:
+                path = (match.get("path") or {}).get("value")
+                if path:
+                    out.append(gateway.Route(path, catalog_url, strip=False))
+    return out
+
+
 @dataclasses.dataclass
 class LocalStack:
     kubeconfig: Path
@@ -49,6 +76,9 @@ class LocalStack:
     buyer: LocalAccount = dataclasses.field(default_factory=lambda: devchain.dev_account(2))
     relayer: LocalAccount = dataclasses.field(default_factory=lambda: devchain.dev_account(5))
     controller_workers: int = 4
+    erc8004: LocalAccount | None = dataclasses.field(default_factory=lambda: devchain.dev_account(7))
+    """The controller's ERC-8004 signing key (a funded anvil account); None runs it keyless."""
+    erc8004_registrant: str = ""
 
     def __post_init__(self) -> None:
         self.kube: Kube | None = None
@@ -60,6 +90,8 @@ class LocalStack:
         self.controller: controller_main.Controller | None = None
         self.gateway: gateway.ForwardAuthGateway | None = None
         self.gateway_port = 0
+        self.catalog: CatalogServer | None = None
+        self.catalog_port = 0
         self._anvil: anvil.Anvil | None = None
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -113,6 +145,13 @@ class LocalStack:
         await self.set_facilitator(self.facilitator.url)
 
         ctl_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
+        self.gateway_port = process.free_port()
+        registration = RegistrationSettings(
+            key=SigningKey("0x" + bytes(self.erc8004.key).hex()) if self.erc8004 is not None else None,
+            rpc_url=self._anvil.rpc_url,
+            registrant=self.erc8004_registrant,
+            readiness="objects",
+        )
         self.controller = await self._stack.enter_async_context(
             controller_main.started(
                 ctl_kube,
@@ -123,6 +162,9 @@ class LocalStack:
                     workers=self.controller_workers,
                     requeue_not_ready=1.0,
                     requeue_ready=5.0,
+                    registration=registration,
+                    agent_base_url=self.gateway_url,
+                    catalog_debounce=0.3,
                 ),
             )
         )
@@ -147,17 +189,27 @@ class LocalStack:
         for inf in (routes, mws, svcs):
             self._tasks.append(asyncio.create_task(inf.run()))
         verifier = self.verifier
+        cat_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
+        self._cat_kube = cat_kube
+        self.catalog = CatalogServer(cat_kube)
+        self.catalog_port = process.free_port()
+        await self._stack.enter_async_context(self.catalog.serving("127.0.0.1", self.catalog_port))
+        catalog_url = f"http://127.0.0.1:{self.catalog_port}"
         self.gateway = gateway.ForwardAuthGateway(
-            routes=lambda: gateway.routes_from_cluster(
-                httproutes=routes.store,
-                middlewares=mws.store,
-                services=svcs.store,
-                verify_url=self.verify_url,
-                verifier_service=("x402", "x402-verifier"),
-                verifier_proxy_url=f"http://127.0.0.1:{verifier.ports['proxy']}",
+            routes=lambda: (
+                gateway.routes_from_cluster(
+                    httproutes=routes.store,
+                    middlewares=mws.store,
+                    services=svcs.store,
+                    verify_url=self.verify_url,
+                    verifier_service=("x402", "x402-verifier"),
+                    verifier_proxy_url=f"http://127.0.0.1:{verifier.ports['proxy']}",
+                )
+                + catalog_routes(
+                    routes.store, catalog_url=catalog_url, system_namespace=names.SYSTEM_NAMESPACE
+                )
             )
         )
-        self.gateway_port = process.free_port()
         await self._stack.enter_async_context(gateway.serving(self.gateway, self.gateway_port))
         self._ctl_kube = ctl_kube
         return self
@@ -173,7 +225,12 @@ class LocalStack:
                 await t
         if self.verifier is not None:
             await self.verifier.stop()
-        for k in (self.kube, getattr(self, "_ctl_kube", None), getattr(self, "_gw_kube", None)):
+        for k in (
+            self.kube,
+            getattr(self, "_ctl_kube", None),
+            getattr(self, "_gw_kube", None),
+            getattr(self, "_cat_kube", None),
+        ):
             if k is not None:
                 await k.aclose()
         if self._anvil is not None:

@@ -147,6 +147,8 @@ class Reconciler:
         out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
         for res in CHILD_RESOURCES:
             for obj in self.caches.children[res.kind].by_index("owner", owner):
+                if "obol.org/registration" in ((obj.get("metadata") or {}).get("labels") or {}):
+                    continue  # owned by the RegistrationRequest (so-<name>-wellknown), not the offer (issue 12)
                 out[render.child_key({**obj, "kind": res.kind})] = obj
         return out
 
