@@ -174,8 +174,10 @@ class IdentityRegistry:
             receipt = await self.rpc.run(
                 functools.partial(self.rpc.w3.eth.get_transaction_receipt, HexBytes(tx_hash))
             )
-        except TransactionNotFound:
-            return False, []
+        except rpc.ChainError as err:  # web3 raises TransactionNotFound (an RPC error) while unmined
+            if isinstance(err.__cause__, TransactionNotFound):
+                return False, []
+            raise
         if receipt is None:
             return False, []
         if receipt["status"] != 1:
@@ -186,8 +188,10 @@ class IdentityRegistry:
         """Whether the node still knows ``tx_hash`` (in its pool or mined); False once it was dropped."""
         try:
             await self.rpc.run(functools.partial(self.rpc.w3.eth.get_transaction, HexBytes(tx_hash)))
-        except TransactionNotFound:
-            return False
+        except rpc.ChainError as err:
+            if isinstance(err.__cause__, TransactionNotFound):
+                return False
+            raise
         return True
 
     async def confirmed_nonce(self, address: str) -> int:
