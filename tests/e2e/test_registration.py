@@ -3,6 +3,7 @@ the controller with a funded key, the catalog process behind the gateway, fetche
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from kube402.api import v1alpha1
 from kube402.chain import registry as chain_registry
 from kube402.devenv.testing import condition, eventually
 from kube402.devenv.upstream import TestUpstream
@@ -161,3 +163,58 @@ async def test_registered_offer_is_ready_on_chain_published_and_tombstoned(
         )
         == 1
     )
+
+
+async def test_catalog_through_the_gateway_lists_ready_unpaused_offers_and_drops_a_paused_one_fast(
+    stack: LocalStack, upstream: TestUpstream, kube: Kube, ns: str
+) -> None:
+    await sell(stack, ns, "cat-one", upstream)
+    await kube.create(
+        resources.SERVICE_OFFER,
+        v1alpha1.offer_manifest(
+            "cat-two",
+            namespace=ns,
+            upstream="cat-one-llm",
+            port=upstream.port,
+            pay_to=stack.seller.address,
+            price={"perRequest": "0.000249"},
+        ),
+    )
+    await eventually(
+        lambda: kube.get(resources.SERVICE_OFFER, "cat-two", namespace=ns),
+        until=lambda o: condition(o, "Ready") == ("True", "Reconciled"),
+        timeout=30,
+    )
+    base = stack.gateway_url
+
+    async def services() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"{base}/api/services.json")
+        if r.status_code != 200:
+            return []
+        return [s for s in r.json()["services"] if s["namespace"] == ns]
+
+    listed = await eventually(services, until=lambda s: len(s) == 2, timeout=10, what="both offers listed")
+    assert [s["name"] for s in listed] == ["cat-one", "cat-two"]
+    assert [s["amount"] for s in listed] == ["1000", "249"]
+    assert listed[1]["endpoint"] == f"{base}/services/cat-two"
+    async with httpx.AsyncClient() as http:
+        skill = (await http.get(f"{base}/skill.md")).text
+    assert skill.index("### cat-one") < skill.index("### cat-two")
+    assert "0.000249 USDC (249 atomic units)" in skill
+
+    await kube.merge_patch(
+        resources.SERVICE_OFFER,
+        "cat-two",
+        namespace=ns,
+        patch={"metadata": {"annotations": {"obol.org/paused": "true"}}},
+    )
+    t0 = asyncio.get_running_loop().time()
+    await eventually(
+        services, until=lambda s: [x["name"] for x in s] == ["cat-one"], timeout=2, interval=0.05
+    )
+    assert asyncio.get_running_loop().time() - t0 < 2
+    async with httpx.AsyncClient() as http:
+        assert "cat-two" not in (await http.get(f"{base}/skill.md")).text
+    for name in ("cat-one", "cat-two"):
+        await delete_and_wait_gone(kube, ns, name)
