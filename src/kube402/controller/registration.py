@@ -27,7 +27,7 @@ from kube402.api import chains, names, v1alpha1
 from kube402.api import conditions as c
 from kube402.chain import registry as chain_registry
 from kube402.chain import rpc
-from kube402.controller import documents
+from kube402.controller import direct_registration, documents
 from kube402.controller import registration_plan as plan
 from kube402.controller.settings import Settings
 from kube402.kube import errors, resources
@@ -204,21 +204,7 @@ class ChainAccess:
 
     async def recover(self, need: plan.NeedRecovery, chunk: int) -> plan.Recovery:
         """Receipt first (when a hash is recorded), else a chunked log scan by owner for the fenced URI."""
-        try:
-            tx_known = False
-            if need.tx_hash:
-                mined, events = await self.registry.registered_in_receipt(need.tx_hash)
-                matching = [e for e in events if e.agent_uri == need.uri]
-                if matching:
-                    return plan.Recovery(need.uri, tuple(_found(e) for e in matching), tx_known=True)
-                tx_known = not mined and await self.registry.transaction_known(need.tx_hash)
-            found = await self.registry.find_registered(
-                from_block=need.from_block, owner=need.owner, chunk=chunk
-            )
-            matching = [e for e in found if e.agent_uri == need.uri]
-            return plan.Recovery(need.uri, tuple(_found(e) for e in matching), tx_known=tx_known)
-        except rpc.ChainError as err:
-            return plan.Recovery(need.uri, error=str(err))
+        return await direct_registration.recover(self.registry, need, chunk)
 
     async def sign_register(self, uri: str) -> rpc.SignedTx:
         assert self.signer is not None
@@ -239,10 +225,6 @@ class ChainAccess:
             await self.registry.set_metadata(agent_id, key, value, signer=self.signer)
             writes += 1
         return writes
-
-
-def _found(e: chain_registry.Registered) -> plan.Found:
-    return plan.Found(e.agent_id, e.tx_hash, e.block_number, e.log_index)
 
 
 def desired_metadata(

@@ -17,10 +17,13 @@ import httpx
 from kube402.chain import devchain
 from kube402.devenv import process, stack
 
-__all__ = ["PORTS", "RELAYER_INDEX", "start", "wait_http"]
+__all__ = ["ERC8004_INDEX", "PORTS", "RELAYER_INDEX", "start", "wait_http"]
 
-PORTS = ("facilitator", "verifier", "gate", "controller", "upstream")
+PORTS = ("facilitator", "verifier", "gate", "controller", "upstream", "catalog")
 RELAYER_INDEX = 5
+ERC8004_INDEX = 7
+"""Dev account whose key the local controller registers with (ERC-8004); its address is in dev.env as
+KUBE402_ERC8004_OWNER (issue 12)."""
 
 
 async def wait_http(url: str, what: str, *, timeout: float = 60) -> None:
@@ -58,7 +61,8 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
     state = stack.load(directory)
     if state is None:
         raise RuntimeError("no running environment; run `kube402 dev up` first")
-    ports: dict[str, int] = state.extra.get("ports") or {k: process.free_port() for k in PORTS}
+    ports: dict[str, int] = state.extra.get("ports") or {}
+    ports = {k: ports.get(k) or process.free_port() for k in PORTS}
     stack.set_extra(directory, ports=ports)
     relayer = devchain.dev_account(RELAYER_INDEX)
     kubeconfig = state.kubeconfig
@@ -109,11 +113,27 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             str(controller_workers),
             "--metrics-listen",
             f"127.0.0.1:{ports['controller']}",
+            "--registration-readiness",
+            "objects",
         ],
+        # issue 12: a funded anvil account as the ERC-8004 key; the public base URL is the gate until the
+        # local ingress serves both the offers and the documents.
+        env={
+            "ERC8004_PRIVATE_KEY": devchain.dev_account(ERC8004_INDEX).key.hex(),
+            "ERC8004_RPC_URL": state.rpc_url,
+            "AGENT_BASE_URL": f"http://127.0.0.1:{ports['gate']}",
+        },
+    )
+    _spawn(
+        directory,
+        state,
+        "catalog",
+        ["catalog", "--kubeconfig", kubeconfig, "--listen", f"127.0.0.1:{ports['catalog']}"],
     )
     _spawn(directory, state, "upstream", ["dev", "upstream", "--port", str(ports["upstream"])])
     await wait_http(f"http://127.0.0.1:{ports['facilitator']}/healthz", "facilitator")
     await wait_http(f"http://127.0.0.1:{ports['verifier']}/healthz", "verifier")
     await wait_http(f"http://127.0.0.1:{ports['controller']}/healthz", "controller")
     await wait_http(f"http://127.0.0.1:{ports['upstream']}/health", "demo upstream")
+    await wait_http(f"http://127.0.0.1:{ports['catalog']}/healthz", "catalog")
     return ports

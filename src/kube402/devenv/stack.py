@@ -111,7 +111,12 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
             pids=pids,
             kubeconfig=str(info.kubeconfig),
             rpc_url=chain.rpc_url,
-            extra={"KUBE402_USDC": dc.token, "KUBE402_IDENTITY_REGISTRY": dc.registry},
+            extra={
+                "KUBE402_USDC": dc.token,
+                "KUBE402_IDENTITY_REGISTRY": dc.registry,
+                # issue 12: the address of the local controller's ERC-8004 key (services.ERC8004_INDEX)
+                "KUBE402_ERC8004_OWNER": devchain.dev_account(7).address,
+            },
         )
         state.save()
     except BaseException:
