@@ -1,5 +1,5 @@
-"""ERC-8004 registration on the real stack: control plane, anvil with the registry at its Base Sepolia address,
-the controller with a funded key, the catalog process behind the gateway, fetched as a buyer would."""
+"""ERC-8004 registration on the real stack: control plane, anvil with the registry at its Base Sepolia
+address, the controller with a funded key, the catalog process behind the gateway, read as a buyer would."""
 
 from __future__ import annotations
 
@@ -42,12 +42,12 @@ async def rr_of(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
     return await kube.get(resources.REGISTRATION_REQUEST, f"so-{name}-registration", namespace=ns)
 
 
-async def delete_and_wait_gone(kube: Kube, ns: str, name: str, timeout: float = 40) -> None:
+async def delete_and_wait_gone(kube: Kube, ns: str, name: str, wait_s: float = 40) -> None:
     await kube.delete(resources.SERVICE_OFFER, name, namespace=ns)
     await eventually(
         lambda: kube.get(resources.SERVICE_OFFER, name, namespace=ns),
         until=lambda o: o is None,
-        timeout=timeout,
+        timeout=wait_s,
         what=f"{ns}/{name} gone",
     )
 

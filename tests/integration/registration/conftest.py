@@ -158,18 +158,18 @@ def phase(obj: dict[str, Any] | None) -> str:
     return str(((obj or {}).get("status") or {}).get("phase") or "")
 
 
-async def wait_phase(kube: Kube, ns: str, name: str, want: str, timeout: float = 30) -> dict[str, Any]:
+async def wait_phase(kube: Kube, ns: str, name: str, want: str, wait_s: float = 30) -> dict[str, Any]:
     got = await eventually(
         lambda: rr(kube, ns, name),
         until=lambda o: phase(o) == want,
-        timeout=timeout,
+        timeout=wait_s,
         what=f"rr {name} {want}",
     )
     assert got is not None
     return got
 
 
-async def delete_offers(kube: Kube, ns: str, timeout: float = 30) -> None:
+async def delete_offers(kube: Kube, ns: str, wait_s: float = 30) -> None:
     """Delete every offer of the namespace and wait until the controller let them go (tombstones done)."""
     items, _ = await kube.list(resources.SERVICE_OFFER, namespace=ns)
     for o in items:
@@ -179,7 +179,7 @@ async def delete_offers(kube: Kube, ns: str, timeout: float = 30) -> None:
         objs, _ = await kube.list(resources.SERVICE_OFFER, namespace=ns)
         return len(objs)
 
-    await eventually(left, until=lambda n: n == 0, timeout=timeout, what=f"offers of {ns} gone")
+    await eventually(left, until=lambda n: n == 0, timeout=wait_s, what=f"offers of {ns} gone")
 
 
 async def registered_logs(reg: chain_registry.IdentityRegistry, owner: str, uri: str) -> list[Any]:

@@ -82,8 +82,8 @@ class Proc:
         except httpx.HTTPError:
             return ""
 
-    async def exited(self, timeout: float = 60) -> int:
-        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+    async def exited(self, wait_s: float = 60) -> int:
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), wait_s)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -99,7 +99,7 @@ def procs() -> Iterator[list[Proc]]:
 
 
 async def finish(kube: Kube, ns: str, reg: chain_registry.IdentityRegistry, key: Any) -> None:
-    done = await wait_phase(kube, ns, "crashy", "Registered", timeout=60)
+    done = await wait_phase(kube, ns, "crashy", "Registered", wait_s=60)
     logs = await registered_logs(reg, key.address, PUBLISHED)
     assert len(logs) == 1, f"exactly one Registered event for owner and URI, found {logs}"
     assert done["status"]["agentId"] == str(logs[0].agent_id), "the RR adopted the one registration"

@@ -1,5 +1,6 @@
-"""Direct registration (the library behind `kube402 sell register`): one mint per (owner, URI) whatever the
-state file says after a crash, adoption on rerun, setAgentURI on a new URI, x402 metadata read-before-write."""
+"""Direct registration (the library behind `kube402 sell register`): one mint per (owner, URI) whatever
+the state file says after a crash, adoption on rerun, setAgentURI on a new URI, x402 metadata
+read-before-write."""
 
 from __future__ import annotations
 

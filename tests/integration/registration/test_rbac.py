@@ -64,7 +64,7 @@ async def test_registration_under_the_shipped_rbac(
     )
     try:
         await make_offer(kube, namespace, "rbacreg", upstream)
-        done = await wait_phase(kube, namespace, "rbacreg", "Registered", timeout=60)
+        done = await wait_phase(kube, namespace, "rbacreg", "Registered", wait_s=60)
         assert [str(e.agent_id) for e in await registered_logs(reg, key.address, PUBLISHED)] == [
             done["status"]["agentId"]
         ]

@@ -35,11 +35,11 @@ async def offer(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
     return await kube.get(resources.SERVICE_OFFER, name, namespace=ns)
 
 
-async def wait_ready(kube: Kube, ns: str, name: str, timeout: float = 30) -> dict[str, Any]:
+async def wait_ready(kube: Kube, ns: str, name: str, wait_s: float = 30) -> dict[str, Any]:
     got = await eventually(
         lambda: offer(kube, ns, name),
         until=lambda o: condition(o, "Ready") == ("True", "Reconciled"),
-        timeout=timeout,
+        timeout=wait_s,
         what=f"{name} Ready",
     )
     assert got is not None
@@ -127,7 +127,7 @@ async def test_rpc_down_or_wrong_chain_is_registering_other_offers_unaffected_th
         assert await reg.find_registered(from_block=0, owner=key.address) == []
 
         rpc_proxy.mode = "up"
-        done = await wait_phase(kube, namespace, "reg", "Registered", timeout=30)
+        done = await wait_phase(kube, namespace, "reg", "Registered", wait_s=30)
         logs = await registered_logs(reg, key.address, PUBLISHED)
         assert [str(e.agent_id) for e in logs] == [done["status"]["agentId"]]
         assert await reg.owner_of(logs[0].agent_id) == key.address
