@@ -137,6 +137,9 @@ async def test_registered_offer_is_ready_on_chain_published_and_tombstoned(
     events = await kube.list(resources.EVENT, namespace=ns)
     reasons = {e["reason"] for e in events[0] if e["involvedObject"]["name"] == name}
     assert {"RegistrationSubmitted", "Registered"} <= reasons
+    secret = bytes(stack.erc8004.key).hex()
+    for obj in (offer, await rr_of(kube, ns, name), events[0]):
+        assert secret not in json.dumps(obj), "the signing key is in no status and no event"
 
     # Deletion tombstones on chain before the offer goes away.
     await delete_and_wait_gone(kube, ns, name)

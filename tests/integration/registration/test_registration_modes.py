@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -327,3 +328,69 @@ async def _cleanup(kube: Kube, ns: str, control_plane: ControlPlaneInfo, s: Any)
 
 
 _ = REGISTRY
+
+
+async def test_strict_readiness_waits_for_availability_and_route_acceptance(
+    kube: Kube, namespace: str, control_plane: ControlPlaneInfo, upstream: TestUpstream
+) -> None:
+    s = settings("http://127.0.0.1:9")
+    strict = dataclasses.replace(s, registration=dataclasses.replace(s.registration, readiness="strict"))
+    async with running(control_plane, strict):
+        await make_offer(kube, namespace, "strict", upstream)
+        got = await eventually(
+            lambda: rr(kube, namespace, "strict"),
+            until=lambda o: (
+                ((o or {}).get("status") or {}).get("message")
+                == "Waiting for registration Deployment availability"
+            ),
+            timeout=30,
+        )
+        assert got is not None and got["status"]["phase"] == "Publishing"
+        o = await offer(kube, namespace, "strict")
+        assert condition(o, "Registered") == ("False", "Publishing")
+        # What a kubelet and a Gateway controller would report:
+        await kube.merge_patch(
+            resources.DEPLOYMENT,
+            "so-strict-registration",
+            namespace=namespace,
+            subresource="status",
+            patch={"status": {"availableReplicas": 1, "replicas": 1, "readyReplicas": 1}},
+        )
+        await eventually(
+            lambda: rr(kube, namespace, "strict"),
+            until=lambda o: (
+                ((o or {}).get("status") or {}).get("message")
+                == "Waiting for registration HTTPRoute acceptance"
+            ),
+            timeout=30,
+        )
+        parent = {"name": "traefik-gateway", "namespace": "traefik", "sectionName": "web"}
+        await kube.merge_patch(
+            resources.HTTPROUTE,
+            "so-strict-wellknown",
+            namespace=namespace,
+            subresource="status",
+            patch={
+                "status": {
+                    "parents": [
+                        {
+                            "parentRef": parent,
+                            "controllerName": "traefik.io/gateway-controller",
+                            "conditions": [
+                                {
+                                    "type": "Accepted",
+                                    "status": "True",
+                                    "reason": "Accepted",
+                                    "message": "",
+                                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                                    "observedGeneration": 1,
+                                }
+                            ],
+                        }
+                    ]
+                }
+            },
+        )
+        await wait_phase(kube, namespace, "strict", "OffChainOnly")
+        await wait_ready(kube, namespace, "strict")
+        await delete_offers(kube, namespace)
