@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -571,8 +572,6 @@ class RegistrationChainError(Exception):
 
 
 def _replace(inputs: plan.Inputs, **changes: Any) -> plan.Inputs:
-    import dataclasses
-
     return dataclasses.replace(inputs, **changes)
 
 
@@ -684,7 +683,7 @@ class OfferRegistration:
             if _needs_apply(desired, current):
                 current = await self.kube.apply(resources.REGISTRATION_REQUEST, desired)
         except errors.NotFound:
-            raise
+            raise  # the offer's namespace is going away; the worker forgets the key
         except errors.ApiError as err:
             return (False, R.APPLY_FAILED, str(err)), agent, tx
         if current is None:

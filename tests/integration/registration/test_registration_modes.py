@@ -76,8 +76,11 @@ async def test_keyless_waits_for_external_registration(
         await make_offer(kube, namespace, "keyless", upstream)
         waiting = await wait_phase(kube, namespace, "keyless", "AwaitingExternalRegistration")
         assert waiting["status"]["message"] == f"Waiting for {key.address} to register {PUBLISHED}"
-        o = await offer(kube, namespace, "keyless")
-        assert condition(o, "Registered") == ("False", "AwaitingExternalRegistration")
+        o = await eventually(  # the offer copies the RR phase on its next pass
+            lambda: offer(kube, namespace, "keyless"),
+            until=lambda x: condition(x, "Registered") == ("False", "AwaitingExternalRegistration"),
+            timeout=10,
+        )
         assert condition(o, "Ready")[0] == "False"
         # The operator registers the URL from its own account (as `kube402 sell register` would).
         event = await reg.register(PUBLISHED, signer=rpc.LocalSigner(key))
@@ -346,8 +349,11 @@ async def test_strict_readiness_waits_for_availability_and_route_acceptance(
             timeout=30,
         )
         assert got is not None and got["status"]["phase"] == "Publishing"
-        o = await offer(kube, namespace, "strict")
-        assert condition(o, "Registered") == ("False", "Publishing")
+        await eventually(
+            lambda: offer(kube, namespace, "strict"),
+            until=lambda x: condition(x, "Registered") == ("False", "Publishing"),
+            timeout=10,
+        )
         # What a kubelet and a Gateway controller would report:
         await kube.merge_patch(
             resources.DEPLOYMENT,
