@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
             static_image=args.static_image,
             registration=RegistrationSettings.from_env(os.environ, readiness=args.registration_readiness),
         )
+        from kube402.controller import registration
+
+        registration.validate(settings)
     except ValueError as err:
         print(f"kube402 controller: {err}")
         return 2

@@ -46,6 +46,7 @@ __all__ = [
     "RegistrationRuntime",
     "base_url",
     "crash_point",
+    "validate",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,24 @@ class ChainAccess:
             await self.registry.set_metadata(agent_id, key, value, signer=self.signer)
             writes += 1
         return writes
+
+
+def validate(settings: Settings) -> None:
+    """Refuse unusable registration settings up front in one sentence (ValueError), not at the first pass."""
+    reg = settings.registration
+    try:
+        chain = chains.lookup(reg.chain)
+    except chains.UnknownNetworkError:
+        raise ValueError(f"ERC8004_CHAIN {reg.chain!r} is not a known chain") from None
+    if not reg.registry:
+        try:
+            chains.identity_registry(chain.chain_id)
+        except chains.UnknownNetworkError:
+            raise ValueError(
+                f"ERC8004_CHAIN {reg.chain} has no official identity registry; set ERC8004_REGISTRY"
+            ) from None
+    if reg.key is not None:
+        chain_registry.local_signer(reg.key.reveal())  # raises a key-free ValueError
 
 
 def desired_metadata(
