@@ -20,7 +20,7 @@ LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY_VALUE}
 
 
 async def test_catalog_process_serves_configmap_bytes(
-    kube: Kube, namespace: str, control_plane: ControlPlaneInfo, tmp_path: object
+    kube: Kube, namespace: str, control_plane: ControlPlaneInfo
 ) -> None:
     doc = '{\n  "type": "https://eips.ethereum.org/EIPS/eip-8004#registration-v1",\n  "name": "ünï"\n}\n'
     await kube.apply(
