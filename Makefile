@@ -4,9 +4,9 @@ PY := .venv/bin/python
 export GOTOOLCHAIN := local
 export GOFLAGS := -modcacherw
 
-.PHONY: demo test deps venv node controlplane contracts check bench bench-controller bench-verifier bench-e2e clean
+.PHONY: demo test unit deps venv node controlplane traefik image contracts check bench bench-controller bench-verifier bench-e2e clean
 
-deps: venv node controlplane
+deps: venv node controlplane traefik
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -23,6 +23,16 @@ node_modules/.installed: package.json package-lock.json
 controlplane:
 	@hack/controlplane/build.sh >/dev/null
 
+# Traefik v3.7.13 from Go modules into ~/.cache/kube402/bin/traefik-v3.7.13 (a stat when cached).
+traefik:
+	@hack/traefik/build.sh >/dev/null
+
+# The container image as an OCI archive, without a Docker daemon (mmdebstrap + buildah), then run with buildah.
+image: venv
+	@command -v mmdebstrap >/dev/null && command -v buildah >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq mmdebstrap buildah umoci skopeo >/dev/null; }
+	hack/image/smoke.sh "$$(hack/image/build.sh)"
+
 demo: deps
 	$(PY) hack/demo.py
 
@@ -30,12 +40,17 @@ test: deps
 	@$(PY) -m pytest tests/unit tests/integration tests/e2e; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
+# The fast tests alone: no control plane, no chain, no Go build.
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
 contracts: node venv
 	$(PY) hack/compile_contracts.py
 
 check: venv
 	.venv/bin/ruff check src tests bench hack
-	.venv/bin/mypy src
+	.venv/bin/ruff format --check src tests bench hack
+	.venv/bin/mypy src tests bench hack
 	.venv/bin/lint-imports
 
 bench: bench-controller bench-verifier bench-e2e

@@ -144,6 +144,9 @@ async def main() -> int:
             str(info.kubeconfig),
             "--upstream-resolution",
             "endpointslice",
+            # No Gateway controller in this benchmark: RoutePublished once the route is applied.
+            "--route-acceptance",
+            "applied",
             "--workers",
             str(args.workers),
             "--metrics-listen",

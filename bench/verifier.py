@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import secrets
 import shutil
@@ -78,6 +79,15 @@ http {{
   }}
 }}
 """
+
+
+PAYER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+
+def json_location(path: str, doc: object) -> str:
+    """An nginx ``location`` answering ``doc`` as compact JSON (nginx quotes it with single quotes)."""
+    text = json.dumps(doc, separators=(",", ":"))
+    return f"    location = {path} {{ default_type application/json; return 200 '{text}'; }}\n"
 
 
 def start_nginx(d: Path, port: int, body: str, cpu: str) -> subprocess.Popen[bytes]:
@@ -239,11 +249,21 @@ async def main() -> int:
         fac = start_nginx(
             tmp / "facilitator",
             fac_port,
-            f"""
-    location = /verify {{ default_type application/json; return 200 '{{"isValid":true,"payer":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}}'; }}
-    location = /settle {{ default_type application/json; return 200 '{{"success":true,"transaction":"0x{"ab" * 32}","network":"eip155:84532","payer":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}}'; }}
-    location = /supported {{ default_type application/json; return 200 '{{"kinds":[{{"x402Version":2,"scheme":"exact","network":"eip155:84532"}},{{"x402Version":1,"scheme":"exact","network":"base-sepolia"}}]}}'; }}
-""",
+            "\n"
+            + json_location("/verify", {"isValid": True, "payer": PAYER})
+            + json_location(
+                "/settle",
+                {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:84532", "payer": PAYER},
+            )
+            + json_location(
+                "/supported",
+                {
+                    "kinds": [
+                        {"x402Version": 2, "scheme": "exact", "network": "eip155:84532"},
+                        {"x402Version": 1, "scheme": "exact", "network": "base-sepolia"},
+                    ]
+                },
+            ),
             cpu="1",
         )
         procs.append(fac.pid)
@@ -378,7 +398,8 @@ async def main() -> int:
             f"p99 {pct(direct, 0.99) * 1000:.2f} ms"
         )
         print(
-            f"  verifier-added latency (paired difference, includes the ForwardAuth hop): p50 {added50:.2f} ms (target < 0.5), p99 {added99:.2f} ms (target < 2)"
+            "  verifier-added latency (paired difference, includes the ForwardAuth hop): "
+            f"p50 {added50:.2f} ms (target < 0.5), p99 {added99:.2f} ms (target < 2)"
         )
     finally:
         for pid in procs:

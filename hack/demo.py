@@ -18,7 +18,7 @@ import httpx
 
 from kube402.api import money, v1alpha1
 from kube402.chain import devchain, rpc, token
-from kube402.devenv import services, stack
+from kube402.devenv import services, stack, traefik
 from kube402.devenv.testing import conditions
 from kube402.kube import resources
 from kube402.kube.client import Kube
@@ -80,15 +80,9 @@ async def main() -> int:
         await kube.apply(
             resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
         )
-        await kube.apply(
-            resources.SERVICE,
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": "ollama", "namespace": NS},
-                "spec": {"type": "ExternalName", "externalName": "localhost"},
-            },
-        )
+        host = str(state.extra["KUBE402_HOST_ADDRESS"])
+        # Traefik routes only to EndpointSlice addresses: a selector-less Service → the demo upstream.
+        await traefik.expose(kube, namespace=NS, name="ollama", port=ports["upstream"], address=host)
         manifest = v1alpha1.offer_manifest(
             OFFER,
             namespace=NS,
@@ -117,7 +111,9 @@ async def main() -> int:
                 raise TimeoutError("offer not Ready; see .kube402/logs/controller.log")
             await asyncio.sleep(0.2)
 
-        url = f"http://127.0.0.1:{ports['gate']}/services/{OFFER}/v1/chat/completions"
+        gateway = state.extra["KUBE402_GATEWAY_URL"]
+        say(f"buyers reach the offer through Traefik (Gateway traefik/traefik-gateway) at {gateway}")
+        url = f"{gateway}/services/{OFFER}/v1/chat/completions"
         body = {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "Say hello"}]}
         async with httpx.AsyncClient() as http:
             for _ in range(50):

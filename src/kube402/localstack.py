@@ -1,10 +1,20 @@
 """The whole seller story in one process, on real parts: for end-to-end tests and benchmarks.
 
-:class:`LocalStack` takes a running control plane and starts, on loopback: anvil made to look like Base
-Sepolia (token and registry at their canonical addresses, the buyer funded), ``kube402 facilitator``, the
-controller and the verifier (kube route source, EndpointSlice/ExternalName upstream resolution), and the
-ForwardAuth gateway that routes by the controller's HTTPRoutes and Middlewares as Traefik would. The demo
-(``hack/demo.py``) runs the same parts as background processes instead.
+:class:`LocalStack` takes a running control plane and starts: anvil made to look like Base Sepolia (token
+and registry at their canonical addresses, the buyer funded), ``kube402 facilitator``, the controller and
+the verifier (kube route source, EndpointSlice upstream resolution), and **real Traefik** (built from Go
+modules) with the Gateway API and CRD providers routing by the controller's HTTPRoutes and Middlewares.
+
+Traefik refuses ExternalName backends and the apiserver refuses loopback EndpointSlice addresses, so the
+stack claims a network-namespace test host (``devenv.netns``) and uses its host-side address
+(``host_address``, a non-loopback address of this machine) for everything Traefik routes to: test upstreams
+bind there and are published as selector-less Services + EndpointSlices (:meth:`expose`), and so is the
+verifier's proxy gate (Service ``x402/x402-verifier:8081``) and the in-process ``kube402 catalog``, which
+publishes itself as the endpoints of the controller's registration and catalog Services (the ERC-8004
+document, ``/skill.md``, ``/api/services.json``; ``kube402.catalog.endpoints``). The controller's agent base
+URL is Traefik's URL, so the document's ``web`` endpoint is the gated route. The ForwardAuth address is the verifier's
+loopback ``/verify`` (Traefik runs on this host). The demo (``hack/demo.py``) runs the same parts as
+background processes instead.
 """
 
 from __future__ import annotations
@@ -13,7 +23,6 @@ import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -25,13 +34,12 @@ from kube402.chain.facilitator import main as fac_main
 from kube402.controller import main as controller_main
 from kube402.controller.settings import RegistrationSettings, SigningKey
 from kube402.controller.settings import Settings as ControllerSettings
-from kube402.devenv import anvil, gateway, process
+from kube402.devenv import anvil, netns, process, traefik
 from kube402.kube import resources
 from kube402.kube.client import Kube
-from kube402.kube.informer import Informer
 from kube402.verifier.main import Options, Verifier
 
-__all__ = ["LocalStack", "catalog_routes", "pricing_yaml"]
+__all__ = ["LocalStack", "pricing_yaml"]
 
 BUYER_FUNDS = 1_000_000_000
 
@@ -41,31 +49,6 @@ def pricing_yaml(*, wallet: str, facilitator_url: str, guard_grace: int = 2) -> 
         f'wallet: "{wallet}"\nchain: base-sepolia\nfacilitatorURL: {facilitator_url}\nverifyOnly: false\n'
         f"guardGraceSeconds: {guard_grace}\n"
     )
-
-
-CATALOG_BACKENDS_SUFFIX = "-registration"
-
-
-def catalog_routes(httproutes: Any, *, catalog_url: str, system_namespace: str) -> list[gateway.Route]:
-    """Gateway routes for the registration and catalog HTTPRoutes (``so-<name>-wellknown``,
-    ``obol-skill-md-route``): their backends are Services of Deployments that cannot run out of cluster, so
-    the gateway sends those exact paths to the ``kube402 catalog`` process, which serves the same ConfigMap
-    contents. The one place where the out-of-cluster gateway learns about the catalog (issue 12)."""
-    out: list[gateway.Route] = []
-    for hr in httproutes:
-        meta = hr.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        if labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY_VALUE:
-            continue
-        is_catalog = meta.get("name") == "obol-skill-md-route" and meta.get("namespace") == system_namespace
-        if not is_catalog and "obol.org/registration" not in labels:
-            continue
-        for rule in (hr.get("spec") or {}).get("rules") or []:
-            for match in rule.get("matches") or []:
-                path = (match.get("path") or {}).get("value")
-                if path:
-                    out.append(gateway.Route(path, catalog_url, strip=False))
-    return out
 
 
 @dataclasses.dataclass
@@ -88,22 +71,41 @@ class LocalStack:
         self.facilitator: fac_main.Facilitator | None = None
         self.verifier: Verifier | None = None
         self.controller: controller_main.Controller | None = None
-        self.gateway: gateway.ForwardAuthGateway | None = None
-        self.gateway_port = 0
+        self.ingress: traefik.TraefikInfo | None = None
+        self.host: netns.TestHost | None = None
         self.catalog: CatalogServer | None = None
         self.catalog_port = 0
         self._anvil: anvil.Anvil | None = None
         self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[Any]] = []
 
     @property
     def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
+        """Traefik's ``web`` entrypoint (the Gateway listener), as ``KUBE402_GATEWAY_URL``."""
+        assert self.ingress is not None
+        return self.ingress.url
+
+    @property
+    def host_address(self) -> str:
+        """A non-loopback address of this host that EndpointSlices (and so Traefik) can point at."""
+        assert self.host is not None
+        return self.host.host_address
+
+    async def expose(self, namespace: str, name: str, port: int, *, target_port: int | None = None) -> None:
+        """Selector-less Service ``namespace/name:port`` → EndpointSlice ``host_address:target_port``."""
+        assert self.kube is not None
+        await traefik.expose(
+            self.kube,
+            namespace=namespace,
+            name=name,
+            port=port,
+            address=self.host_address,
+            target_port=target_port,
+        )
 
     @property
     def proxy_url(self) -> str:
         assert self.verifier is not None
-        return f"http://127.0.0.1:{self.verifier.ports['proxy']}"
+        return f"http://{self.host_address}:{self.verifier.ports['proxy']}"
 
     @property
     def verify_url(self) -> str:
@@ -111,7 +113,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.verifier.ports['verify']}/verify"
 
     async def set_facilitator(self, url: str) -> None:
-        """Point the verifier at another facilitator through the pricing ConfigMap (as `sell pricing` does)."""
+        """Point the verifier at another facilitator through the pricing ConfigMap (like `sell pricing`)."""
         assert self.kube is not None
         await self.kube.apply(
             resources.CONFIGMAP,
@@ -144,8 +146,17 @@ class LocalStack:
         self.kube = Kube.connect(kubeconfig=str(self.kubeconfig), field_manager="kube402-story")
         await self.set_facilitator(self.facilitator.url)
 
+        self.host = await asyncio.to_thread(netns.TestHost)
+        verify_port = process.free_port()
+        proxy_port = process.free_port(self.host_address)
+        # The verifier's proxy gate, as the Service proxy-mode HTTPRoutes name (SPEC 4.5).
+        await self.expose(names.SYSTEM_NAMESPACE, "x402-verifier", 8081, target_port=proxy_port)
+
         ctl_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
-        self.gateway_port = process.free_port()
+        self._ctl_kube = ctl_kube
+        # Traefik starts last (it needs the controller's routes); its port is chosen now because the
+        # controller publishes it as the agent's base URL (the document's `web` endpoint, SPEC 6.6).
+        gateway_port = process.free_port()
         registration = RegistrationSettings(
             key=SigningKey("0x" + bytes(self.erc8004.key).hex()) if self.erc8004 is not None else None,
             rpc_url=self._anvil.rpc_url,
@@ -156,6 +167,7 @@ class LocalStack:
             controller_main.started(
                 ctl_kube,
                 ControllerSettings(
+                    verifier_address=f"http://127.0.0.1:{verify_port}/verify",
                     upstream_resolution="endpointslice",
                     leader_elect=False,
                     metrics_listen="",
@@ -163,7 +175,7 @@ class LocalStack:
                     requeue_not_ready=1.0,
                     requeue_ready=5.0,
                     registration=registration,
-                    agent_base_url=self.gateway_url,
+                    agent_base_url=f"http://127.0.0.1:{gateway_port}",
                     catalog_debounce=0.3,
                 ),
             )
@@ -174,67 +186,43 @@ class LocalStack:
                 config_path=str(self.workdir / "no-file.yaml"),
                 route_source="kube",
                 kubeconfig=str(self.kubeconfig),
-                listen=f"127.0.0.1:{process.free_port()}",
-                proxy_listen=f"127.0.0.1:{process.free_port()}",
+                listen=f"127.0.0.1:{verify_port}",
+                proxy_listen=f"{self.host_address}:{proxy_port}",
                 upstream_resolution="endpointslice",
             )
         )
         await self.verifier.start()
 
-        gw_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
-        routes = Informer(gw_kube, resources.HTTPROUTE)
-        mws = Informer(gw_kube, resources.MIDDLEWARE)
-        svcs = Informer(gw_kube, resources.SERVICE)
-        self._gw_kube = gw_kube
-        for inf in (routes, mws, svcs):
-            self._tasks.append(asyncio.create_task(inf.run()))
-        verifier = self.verifier
-        cat_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
+        # The document Services (SPEC 4.6/4.7) select busybox pods that do not run out of cluster: the
+        # catalog serves the same ConfigMaps on the host address and publishes itself as their endpoints.
+        cat_kube = Kube.connect(kubeconfig=str(self.kubeconfig), field_manager="kube402-catalog")
         self._cat_kube = cat_kube
         self.catalog = CatalogServer(cat_kube)
-        self.catalog_port = process.free_port()
-        await self._stack.enter_async_context(self.catalog.serving("127.0.0.1", self.catalog_port))
-        catalog_url = f"http://127.0.0.1:{self.catalog_port}"
-        self.gateway = gateway.ForwardAuthGateway(
-            routes=lambda: (
-                gateway.routes_from_cluster(
-                    httproutes=routes.store,
-                    middlewares=mws.store,
-                    services=svcs.store,
-                    verify_url=self.verify_url,
-                    verifier_service=("x402", "x402-verifier"),
-                    verifier_proxy_url=f"http://127.0.0.1:{verifier.ports['proxy']}",
-                )
-                + catalog_routes(
-                    routes.store, catalog_url=catalog_url, system_namespace=names.SYSTEM_NAMESPACE
-                )
-            )
+        self.catalog_port = process.free_port(self.host_address)
+        await self._stack.enter_async_context(
+            self.catalog.serving(self.host_address, self.catalog_port, publish_endpoints=True)
         )
-        await self._stack.enter_async_context(gateway.serving(self.gateway, self.gateway_port))
-        self._ctl_kube = ctl_kube
+
+        self.ingress = await self._stack.enter_async_context(
+            traefik.Traefik(self.kubeconfig, log=self.workdir / "traefik.log", port=gateway_port)
+        )
         return self
 
     async def stop(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.aclose()
         await self._stack.aclose()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
         if self.verifier is not None:
             await self.verifier.stop()
         for k in (
             self.kube,
             getattr(self, "_ctl_kube", None),
-            getattr(self, "_gw_kube", None),
             getattr(self, "_cat_kube", None),
         ):
             if k is not None:
                 await k.aclose()
         if self._anvil is not None:
             self._anvil.stop()
+        if self.host is not None:
+            await asyncio.to_thread(self.host.close)
 
     async def balances(self, *addresses: str) -> list[int]:
         assert self.usdc is not None

@@ -1,4 +1,4 @@
-"""The whole story on real parts: control plane, anvil, facilitator, controller, verifier, gateway."""
+"""The whole story on real parts: control plane, anvil, facilitator, controller, verifier, real Traefik."""
 
 from __future__ import annotations
 
@@ -18,16 +18,17 @@ async def stack(
     control_plane: ControlPlaneInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LocalStack]:
     s = LocalStack(kubeconfig=control_plane.kubeconfig, workdir=Path(tmp_path_factory.mktemp("story")))
-    await s.start()
     try:
+        await s.start()
         yield s
     finally:
-        await s.stop()
+        await s.stop()  # also after a failed start: releases the test host and the processes started
 
 
 @pytest.fixture
-def upstream() -> Iterator[TestUpstream]:
-    server = TestUpstream().start()
+def upstream(stack: LocalStack) -> Iterator[TestUpstream]:
+    """An upstream on the stack's host address, so a selector-less Service + EndpointSlice can name it."""
+    server = TestUpstream(host=stack.host_address).start()
     try:
         yield server
     finally:

@@ -1,9 +1,13 @@
-"""A seller sells, a buyer pays with the x402 package's client, the money moves on chain — in both gate modes."""
+"""A seller sells, a buyer pays with the x402 package's client, the money moves on chain — in both gate modes.
+
+Every request goes through real Traefik (the Gateway API provider routing the controller's HTTPRoutes, the
+CRD provider running its ForwardAuth Middlewares)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from typing import Any
 
@@ -35,22 +39,13 @@ def x402_client(stack: LocalStack) -> x402Client:
 
 
 async def sell(stack: LocalStack, ns: str, name: str, upstream: TestUpstream, **kw: Any) -> None:
-    """What a seller does: an (ExternalName) Service for the upstream and a ServiceOffer in the seed shape."""
+    """What a seller does: a Service for the upstream and a ServiceOffer in the seed shape.
+
+    The Service is selector-less with an EndpointSlice naming the upstream's address (real Traefik refuses
+    ExternalName backends)."""
     kube = stack.kube
     assert kube is not None
-    if await kube.get(resources.NAMESPACE, ns) is None:
-        await kube.create(
-            resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-        )
-    await kube.apply(
-        resources.SERVICE,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": f"{name}-llm", "namespace": ns},
-            "spec": {"type": "ExternalName", "externalName": "localhost"},
-        },
-    )
+    await stack.expose(ns, f"{name}-llm", upstream.port)
     await kube.create(
         resources.SERVICE_OFFER,
         v1alpha1.offer_manifest(
@@ -97,7 +92,8 @@ async def gas_and_balances(stack: LocalStack) -> dict[str, int]:
 
 @pytest.fixture
 def ns(request: pytest.FixtureRequest) -> str:
-    return "e2e-" + request.node.name.replace("_", "-")[5:40].strip("-").lower()
+    name: str = request.node.name
+    return "e2e-" + name.replace("_", "-")[5:40].strip("-").lower()
 
 
 async def test_forward_auth_v2_payment_moves_exactly_one_thousand(
@@ -114,8 +110,12 @@ async def test_forward_auth_v2_payment_moves_exactly_one_thousand(
 
     before = await gas_and_balances(stack)
     async with x402HttpxClient(x402_client(stack)) as buyer:
-        resp = await buyer.post(url, json=CHAT)
+        # Forged payment facts, also spelled with underscores (CGI/WSGI upstreams read X_Payment_Status
+        # as X-Payment-Status): Traefik replaces the first, the entrypoint deletes the aliases.
+        forged = {"X-Payment-Status": "forged", "X_Payment_Status": "forged", "X_Payment_Tx": "0xforged"}
+        resp = await buyer.post(url, json=CHAT, headers=forged)
     assert resp.status_code == 200, resp.text
+    assert "payment-response" not in resp.headers, "Traefik passes no auth-response header to the buyer"
     assert resp.json()["choices"][0]["message"]["content"] == "Hello from the upstream"
     after = await gas_and_balances(stack)
     assert after["seller"] - before["seller"] == 1000
@@ -125,6 +125,7 @@ async def test_forward_auth_v2_payment_moves_exactly_one_thousand(
     seen = upstream.paid_requests()[-1]
     assert seen["path"] == "/v1/chat/completions", "URLRewrite stripped the offer prefix"
     assert seen["headers"]["x-payment-status"] == "settled"
+    assert "x_payment_status" not in seen["headers"] and "x_payment_tx" not in seen["headers"]
     tx = seen["headers"]["x-payment-tx"]
     assert stack.node is not None
     receipt = await stack.node.wait_for_receipt(tx, timeout=5)
@@ -246,12 +247,14 @@ async def test_facilitator_down_fails_closed_without_transfer(
         await asyncio.sleep(0.5)
         assert await stack.balances(stack.seller.address, stack.buyer.address) == before
     finally:
-        await stack.set_facilitator(stack.facilitator.url)
+        assert stack.facilitator is not None and stack.verifier is not None
+        facilitator_url, gate = stack.facilitator.url, stack.verifier.gate
+        await stack.set_facilitator(facilitator_url)
         await eventually(
-            lambda: asyncio.sleep(0, stack.verifier.gate.config.facilitator_url),  # type: ignore[union-attr]
-            until=lambda u: u == stack.facilitator.url,
+            lambda: asyncio.sleep(0, gate.config.facilitator_url),
+            until=lambda u: u == facilitator_url,
             what="restored",
-        )  # type: ignore[union-attr]
+        )
 
 
 async def test_deleted_offer_has_no_route(stack: LocalStack, upstream: TestUpstream, ns: str) -> None:
@@ -296,7 +299,11 @@ async def test_fifty_distinct_payments_in_parallel_make_fifty_transfers(
     assert after[0] - before[0] == 50 * 1000
     txs = {r["headers"]["x-payment-tx"] for r in upstream.paid_requests()}
     assert len(txs) == 50, "fifty distinct transactions"
-    nonces = sorted([(await node.run(lambda t=t: node.w3.eth.get_transaction(t)))["nonce"] for t in txs])
+
+    def tx_nonce(tx: str) -> int:
+        return int(node.w3.eth.get_transaction(tx)["nonce"])  # type: ignore[arg-type]
+
+    nonces = sorted([await node.run(functools.partial(tx_nonce, t)) for t in txs])
     assert nonces == list(range(relayer_nonce, relayer_nonce + 50)), "relayer nonces never collided"
 
 

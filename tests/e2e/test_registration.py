@@ -60,7 +60,7 @@ async def kube(stack: LocalStack) -> AsyncIterator[Kube]:
 
 @pytest.fixture
 def ns(request: pytest.FixtureRequest) -> str:
-    return "reg-" + request.node.name.replace("_", "-")[5:40].strip("-").lower()
+    return "reg-" + str(request.node.name).replace("_", "-")[5:40].strip("-").lower()
 
 
 async def test_registered_offer_is_ready_on_chain_published_and_tombstoned(
@@ -124,7 +124,15 @@ async def test_registered_offer_is_ready_on_chain_published_and_tombstoned(
         assert web["endpoint"] == f"{stack.gateway_url}/services/{name}"
         oasf = next(s for s in body["services"] if s["name"] == "OASF")
         assert oasf["skills"] and oasf["domains"]
-        unpaid = await http.post(web["endpoint"] + "/v1/chat/completions", json={"x": 1})
+        # Traefik's Gateway and CRD providers converge independently: the router can name the offer's
+        # Middleware a moment before the CRD provider has it (a 404 meanwhile), as `routed()` waits for.
+        unpaid = await eventually(
+            lambda: http.post(web["endpoint"] + "/v1/chat/completions", json={"x": 1}),
+            until=lambda r: r.status_code == 402,
+            timeout=20,
+            interval=0.1,
+            what="the document's web endpoint answers 402 through Traefik",
+        )
         assert unpaid.status_code == 402
         skill = await eventually(
             lambda: http.get(f"{stack.gateway_url}/skill.md"),
@@ -150,13 +158,13 @@ async def test_registered_offer_is_ready_on_chain_published_and_tombstoned(
     assert tomb["active"] is False and tomb["x402Support"] is False and tomb["services"] == []
     assert await reg.get_metadata(agent_id, "x402.supported") == b"\x00"
     assert await rr_of(kube, ns, name) is None
-    for res, obj in (
+    for res, obj_name in (
         (resources.CONFIGMAP, f"so-{name}-registration"),
         (resources.DEPLOYMENT, f"so-{name}-registration"),
         (resources.SERVICE, f"so-{name}-registration"),
         (resources.HTTPROUTE, f"so-{name}-wellknown"),
     ):
-        assert await kube.get(res, obj, namespace=ns) is None, obj
+        assert await kube.get(res, obj_name, namespace=ns) is None, obj_name
     # Still exactly one registration for that owner and URI.
     assert (
         len(

@@ -67,6 +67,7 @@ class Reason(enum.StrEnum):
     RECONCILED = "Reconciled"
     INVALID_PATH = "InvalidPath"
     PATH_CONFLICT = "PathConflict"
+    WAITING_FOR_INGRESS = "WaitingForIngress"
     DISABLED = "Disabled"
     SINGLETON_CONFLICT = "SingletonConflict"
     WAITING_FOR_ROUTE = "WaitingForRoute"

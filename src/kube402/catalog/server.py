@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from kube402.api import names
+from kube402.catalog import endpoints
 from kube402.kube import resources
 from kube402.kube.client import Kube
 from kube402.kube.informer import Informer
@@ -90,28 +91,44 @@ class CatalogServer:
             kube, resources.CONFIGMAP, label_selector=f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY_VALUE}"
         )
         self.app = CatalogApp(self.informer, namespace=namespace)
+        self.kube = kube
 
     @contextlib.asynccontextmanager
-    async def serving(self, host: str, port: int) -> AsyncIterator[CatalogServer]:
+    async def serving(
+        self, host: str, port: int, *, publish_endpoints: bool = False
+    ) -> AsyncIterator[CatalogServer]:
+        """Bind ``host:port``. ``publish_endpoints``: also point the controller's document Services at
+        ``host:port`` with EndpointSlices (:mod:`kube402.catalog.endpoints`; out of cluster, behind an ingress
+        that routes by Services, e.g. the local Traefik)."""
         from granian.constants import Interfaces
         from granian.server.embed import Server
 
-        task = asyncio.create_task(self.informer.run(), name="catalog-informer")
+        tasks = [asyncio.create_task(self.informer.run(), name="catalog-informer")]
         server = Server(self.app, address=host, port=port, interface=Interfaces.RSGI, log_enabled=False)
-        serve_task = asyncio.create_task(server.serve(), name="catalog-http")
+        tasks.append(asyncio.create_task(server.serve(), name="catalog-http"))
+        if publish_endpoints:
+            tasks.append(
+                asyncio.create_task(
+                    endpoints.publish(
+                        self.kube, address=host, port=port, system_namespace=self.app.namespace
+                    ),
+                    name="catalog-endpoints",
+                )
+            )
         try:
             await asyncio.wait_for(self.informer.synced.wait(), 30)
             yield self
         finally:
             server.stop()  # type: ignore[no-untyped-call]
-            for t in (serve_task, task):
+            for t in tasks:
                 t.cancel()
-            for t in (serve_task, task):
+            for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
 
 
-async def serve(kube: Kube, *, host: str, port: int, namespace: str) -> None:
+async def serve(kube: Kube, *, host: str, port: int, namespace: str, publish_endpoints: bool = False) -> None:
     """Run until cancelled."""
-    async with CatalogServer(kube, namespace=namespace).serving(host, port):
+    server = CatalogServer(kube, namespace=namespace)
+    async with server.serving(host, port, publish_endpoints=publish_endpoints):
         await asyncio.Event().wait()

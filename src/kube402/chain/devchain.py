@@ -56,7 +56,7 @@ class NotADevChain(rpc.ChainError):
 
 @functools.cache
 def dev_account(index: int = 0) -> LocalAccount:
-    """Dev account ``index`` of the test mnemonic (account 0 is 0xf39F…2266); anvil pre-funds 0–9 with ETH."""
+    """Dev account ``index`` of the test mnemonic (account 0 is 0xf39F…2266); anvil pre-funds 0-9 with ETH."""
     seed = seed_from_mnemonic(DEV_MNEMONIC, "")
     account: LocalAccount = Account.from_key(key_from_seed(seed, f"m/44'/60'/0'/0/{index}"))
     return account

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 
 from kube402.api import names
@@ -25,7 +26,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=os.environ.get("POD_NAMESPACE", names.SYSTEM_NAMESPACE),
         help="system namespace holding the obol-skill-md ConfigMap",
     )
+    p.add_argument(
+        "--publish-endpoints",
+        action="store_true",
+        help="point the controller's document Services at --listen with EndpointSlices (out of cluster, "
+        "behind an ingress that routes by Services; --listen must then be a non-loopback address)",
+    )
     p.set_defaults(func=run)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return host == "localhost"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,13 +47,22 @@ def run(args: argparse.Namespace) -> int:
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         print(f"kube402 catalog: --listen must be host:port, got {args.listen!r}")
         return 2
+    if args.publish_endpoints and _loopback(host.strip("[]")):
+        print("kube402 catalog: --publish-endpoints needs a non-loopback --listen address")
+        return 2
     from kube402.catalog import server
     from kube402.kube.client import Kube
 
     async def main() -> None:
         kube = Kube.connect(kubeconfig=args.kubeconfig, context=args.context, field_manager="kube402-catalog")
         try:
-            await server.serve(kube, host=host.strip("[]"), port=int(port_text), namespace=args.namespace)
+            await server.serve(
+                kube,
+                host=host.strip("[]"),
+                port=int(port_text),
+                namespace=args.namespace,
+                publish_endpoints=args.publish_endpoints,
+            )
         finally:
             await kube.aclose()
 

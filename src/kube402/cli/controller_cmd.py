@@ -28,6 +28,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--verifier-service", default="x402/x402-verifier:8081")
     p.add_argument("--gateway", default="traefik/traefik-gateway/web")
     p.add_argument("--default-gate-mode", choices=["forwardAuth", "proxy"], default=d.default_gate_mode)
+    p.add_argument(
+        "--route-acceptance",
+        choices=["ingress", "applied"],
+        default=d.route_acceptance,
+        help="RoutePublished=True when the ingress accepts the HTTPRoute (default), or once applied "
+        "(only for clusters whose Gateway controller writes no route status)",
+    )
     p.add_argument("--upstream-resolution", choices=["dns", "endpointslice"], default=d.upstream_resolution)
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument(
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             gateway=GatewayRef.parse(args.gateway),
             default_gate_mode=args.default_gate_mode,
             upstream_resolution=args.upstream_resolution,
+            route_acceptance=args.route_acceptance,
             workers=args.workers,
             metrics_listen=args.metrics_listen,
             leader_elect=args.leader_elect,

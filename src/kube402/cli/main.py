@@ -19,9 +19,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kube402 {__version__}")
     parser.add_argument("--log-level", default="info")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from kube402.cli import catalog_cmd, controller_cmd, dev_cmd, facilitator_cmd, verifier_cmd
+    from kube402.cli import (
+        buy_cmd,
+        buyer_cmd,
+        catalog_cmd,
+        controller_cmd,
+        dev_cmd,
+        facilitator_cmd,
+        verifier_cmd,
+    )
 
-    for module in (controller_cmd, verifier_cmd, facilitator_cmd, dev_cmd, catalog_cmd):
+    for module in (
+        controller_cmd,
+        verifier_cmd,
+        facilitator_cmd,
+        dev_cmd,
+        buyer_cmd,
+        buy_cmd,
+        catalog_cmd,
+    ):
         module.add_parser(sub)
     return parser
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import prometheus_client
 
+from kube402 import aio
 from kube402.api import names, v1alpha1
 from kube402.controller import render
 from kube402.controller.catalog import CatalogWriter
@@ -179,6 +180,7 @@ class Controller:
                 log.exception("reconcile %s/%s crashed; retry in %.0fs", *key, delay)
             else:
                 self.metrics.reconciles.labels("success").inc()
+                log.debug("reconciled %s/%s; requeue after %s s", *key, result.requeue_after)
                 self.queue.forget(key)
                 if result.requeue_after is not None:
                     self.queue.add_after(key, result.requeue_after)
@@ -255,11 +257,7 @@ async def run(settings: Settings, *, kubeconfig: str | None = None, context: str
         await controller.lead()
         return 0
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await aio.cancel_and_wait(tasks)
         await kube.aclose()
 
 
@@ -274,8 +272,4 @@ async def started(kube: Kube, settings: Settings) -> AsyncIterator[Controller]:
     try:
         yield controller
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await aio.cancel_and_wait(tasks)

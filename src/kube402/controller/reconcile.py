@@ -167,11 +167,35 @@ class Reconciler:
 
     async def _apply_all(
         self, objs: list[dict[str, Any]], actual: Mapping[tuple[str, str, str], Mapping[str, Any]]
-    ) -> None:
+    ) -> set[tuple[str, str, str]]:
+        """Apply what differs from the cache; returns the keys written in this pass."""
         by_kind = {r.kind: r for r in CHILD_RESOURCES}
+        written: set[tuple[str, str, str]] = set()
         for obj in objs:
             if _needs_apply(obj, actual.get(render.child_key(obj))):
                 await self.kube.apply(by_kind[obj["kind"]], obj)
+                written.add(render.child_key(obj))
+        return written
+
+    def _ingress_verdict(
+        self,
+        offer: v1alpha1.ServiceOffer,
+        actual: Mapping[tuple[str, str, str], Mapping[str, Any]],
+        written: set[tuple[str, str, str]],
+    ) -> status.CondValue:
+        """RoutePublished once the route is applied: the ingress's verdict (or "applied", if configured)."""
+        if self.settings.route_acceptance == "applied":
+            return status.route_ready(offer.effective_path)
+        key = (resources.HTTPROUTE.kind, offer.namespace, names.httproute_name(offer.name))
+        if key in written:  # the cached status describes an older spec; the update event re-enqueues
+            return status.waiting_for_ingress(key[2])
+        gw = self.settings.gateway
+        return status.route_acceptance(
+            actual.get(key),
+            gateway=(gw.namespace, gw.name, gw.section),
+            path=offer.effective_path,
+            route_name=key[2],
+        )
 
     # -- the pass ---------------------------------------------------------------------------------------
 
@@ -255,9 +279,12 @@ class Reconciler:
                 await self._delete_children(actual, set())
             else:
                 try:
-                    await self._apply_all(route_objs, actual)
+                    written = await self._apply_all(route_objs, actual)
                 except errors.ApiError as err:
                     route, failure = (False, R.APPLY_FAILED, str(err)), err
+                else:
+                    if route_objs:
+                        route = self._ingress_verdict(offer, actual, written)
         except errors.ApiError as err:  # a failed withdrawal
             failure = err
 

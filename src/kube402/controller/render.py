@@ -16,6 +16,7 @@ from kube402.controller.settings import Settings
 
 __all__ = [
     "AUTH_RESPONSE_HEADERS",
+    "FORWARD_AUTH_MAX_RESPONSE_BODY",
     "child_key",
     "gate_objects",
     "httproute",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 AUTH_RESPONSE_HEADERS = ("X-Payment-Status", "X-Payment-Tx", "Authorization")
+FORWARD_AUTH_MAX_RESPONSE_BODY = 1 << 20
+"""``maxResponseBodySize``: the verifier's answers (402 challenge, error bodies) are a few KiB; Traefik's
+default is unlimited and warns when the field is unset."""
 
 Obj = dict[str, Any]
 
@@ -79,6 +83,10 @@ def middleware(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> Obj:
             "forwardAuth": {
                 "address": settings.verifier_address,
                 "authResponseHeaders": list(AUTH_RESPONSE_HEADERS),
+                # Explicit (Traefik warns when unset): Traefik itself writes the X-Forwarded-* headers
+                # the verifier prices by; a client's copies are never trusted.
+                "trustForwardHeader": False,
+                "maxResponseBodySize": FORWARD_AUTH_MAX_RESPONSE_BODY,
             }
         },
     }

@@ -59,6 +59,10 @@ class Settings:
     """parentRef of every HTTPRoute."""
     default_gate_mode: str = "forwardAuth"
     """Mode for offers without spec.gateMode."""
+    route_acceptance: str = "ingress"
+    """When RoutePublished turns True: ``ingress`` once the Gateway controller reports the HTTPRoute
+    Accepted and ResolvedRefs for our parent (Kubernetes convention); ``applied`` as soon as the apply
+    succeeds, for clusters without a Gateway controller that writes route status."""
     upstream_resolution: str = "dns"
     """How the health probe reaches upstreams: dns (cluster DNS) or endpointslice (Service objects)."""
     workers: int = 4

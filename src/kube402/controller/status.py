@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kube402.api import conditions as c
@@ -22,10 +22,11 @@ __all__ = [
     "UpstreamObservation",
     "build",
     "model_condition",
+    "route_acceptance",
     "status_changed",
 ]
 
-CondValue = tuple[bool, c.Reason, str]
+CondValue = tuple[bool, c.Reason | str, str]
 R = c.Reason
 REGISTRATION_UNAVAILABLE = "ERC-8004 registration is not available in this build of kube402"
 
@@ -113,6 +114,49 @@ def gate_ready(proxy: bool) -> CondValue:
 
 def route_ready(path: str) -> CondValue:
     return (True, R.RECONCILED, f"HTTPRoute published at {path}")
+
+
+def waiting_for_ingress(route_name: str) -> CondValue:
+    return (False, R.WAITING_FOR_INGRESS, f"Waiting for the ingress to accept HTTPRoute {route_name}")
+
+
+def route_acceptance(
+    route: Mapping[str, Any] | None,
+    *,
+    gateway: tuple[str, str, str],
+    path: str,
+    route_name: str,
+) -> CondValue:
+    """RoutePublished from the HTTPRoute's status as the Gateway controller wrote it for our parent.
+
+    ``gateway`` is (namespace, name, sectionName or ""). True only when that parent's ``Accepted`` and
+    ``ResolvedRefs`` are both True for the route's current generation; a False one is reported with the
+    ingress's own reason and message; no (current) verdict yet → ``WaitingForIngress``.
+    """
+    if route is None:
+        return waiting_for_ingress(route_name)
+    meta = route.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    ns = str(meta.get("namespace", ""))
+    gw_ns, gw_name, section = gateway
+    for parent in (route.get("status") or {}).get("parents") or []:
+        ref = parent.get("parentRef") or {}
+        if ref.get("name") != gw_name or (ref.get("namespace") or ns) != gw_ns:
+            continue
+        if section and (ref.get("sectionName") or "") not in ("", section):
+            continue
+        conds = {x.get("type"): x for x in parent.get("conditions") or []}
+        verdict: list[Mapping[str, Any]] = [conds[t] for t in ("Accepted", "ResolvedRefs") if t in conds]
+        if len(verdict) < 2 or any(int(x.get("observedGeneration") or 0) < generation for x in verdict):
+            return waiting_for_ingress(route_name)
+        for x in verdict:
+            if x.get("status") != "True":
+                reason = str(x.get("reason") or x.get("type"))
+                text = str(x.get("message") or "").strip()
+                message = f"Ingress reports {x.get('type')}=False for HTTPRoute {route_name}: {reason}"
+                return (False, reason, f"{message}: {text}"[:1024] if text else message)
+        return route_ready(path)
+    return waiting_for_ingress(route_name)
 
 
 def path_conflict(path: str, owner: tuple[str, str]) -> CondValue:

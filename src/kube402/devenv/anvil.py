@@ -107,7 +107,8 @@ def start_detached(
     is (e.g. ``["--state", file]``). The caller owns the PID and stops it with :func:`stop`.
     """
     exe = binary()
-    for attempt in range(1 if port is not None else _PORT_ATTEMPTS):
+    attempts = 1 if port is not None else _PORT_ATTEMPTS
+    for _ in range(attempts):
         chosen = port if port is not None else process.free_port()
         argv: list[str | os.PathLike[str]] = [
             exe,
@@ -124,9 +125,7 @@ def start_detached(
         if _wait_ready(proc, chain_id=chain_id, timeout=timeout):
             return proc
         stop(proc.pid)
-    raise AnvilError(
-        f"anvil exited before becoming ready ({attempt + 1} attempts); log tail:\n{_log_tail(log)}"
-    )
+    raise AnvilError(f"anvil exited before becoming ready ({attempts} attempts); log tail:\n{_log_tail(log)}")
 
 
 def stop(pid: int, *, timeout: float = 10.0) -> None:

@@ -236,7 +236,8 @@ class ControlPlane:
     async def restart_apiserver(self, *, down_for: float = 0.0, timeout: float = 60.0) -> None:
         """Stop kube-apiserver, wait ``down_for`` seconds, start it again on the same port (etcd keeps the data)."""
         assert self.info is not None
-        process.stop(self._pids["kube-apiserver"])
+        # Off the event loop: a graceful apiserver shutdown takes seconds, and the loop must keep serving.
+        await asyncio.to_thread(process.stop, self._pids["kube-apiserver"])
         await asyncio.sleep(down_for)
         self._pids["kube-apiserver"] = process.spawn(
             self._apiserver_argv, log=self.directory / "logs" / "kube-apiserver.log"

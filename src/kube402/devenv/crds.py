@@ -1,7 +1,10 @@
-"""The CRDs a kube402 cluster needs: our two, Gateway API standard, and Traefik's Middleware.
+"""The CRDs a kube402 cluster needs: our two, Gateway API standard, and Traefik's.
 
 Ours come from ``deploy/crds``. Gateway API and Traefik manifests are read at setup time from their
-released Go modules (``go mod download``), never committed.
+released Go modules (``go mod download``), never committed. Traefik's Kubernetes providers wait for an
+informer on every kind they know before they sync, so the cluster carries all of them: the Gateway API
+kinds Traefik's Gateway provider watches (HTTP, gRPC and TLS routes, BackendTLSPolicy) and all ten
+``traefik.io`` CRDs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ __all__ = ["GATEWAY_API_VERSION", "TRAEFIK_VERSION", "all_crds", "install", "own
 
 GATEWAY_API_VERSION: Final = "v1.6.3"
 TRAEFIK_VERSION: Final = "v3.7.13"
-GATEWAY_KINDS: Final = ("httproutes", "gateways", "gatewayclasses", "referencegrants")
+GATEWAY_KINDS: Final = (
+    "httproutes",
+    "gateways",
+    "gatewayclasses",
+    "referencegrants",
+    "grpcroutes",
+    "backendtlspolicies",
+    "tlsroutes",
+)
 FIELD_MANAGER: Final = "kube402-devenv"
 
 
@@ -65,7 +76,8 @@ def third_party_crds() -> list[dict[str, Any]]:
     for kind in GATEWAY_KINDS:
         docs.extend(_load(gw / f"gateway.networking.k8s.io_{kind}.yaml"))
     traefik = _module_dir("github.com/traefik/traefik/v3", TRAEFIK_VERSION)
-    docs.extend(_load(traefik / "docs/content/reference/dynamic-configuration/traefik.io_middlewares.yaml"))
+    for path in sorted((traefik / "docs/content/reference/dynamic-configuration").glob("traefik.io_*.yaml")):
+        docs.extend(_load(path))
     return [d for d in docs if d.get("kind") == "CustomResourceDefinition"]
 
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-__all__ = ["cache_dir", "controlplane_bin", "repo_root"]
+__all__ = ["cache_dir", "controlplane_bin", "repo_root", "traefik_bin"]
 
 
 @functools.cache
@@ -37,5 +37,19 @@ def controlplane_bin() -> Path:
     if env:
         return Path(env)
     script = repo_root() / "hack" / "controlplane" / "build.sh"
+    out = subprocess.run([str(script)], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@functools.cache
+def traefik_bin() -> Path:
+    """The Traefik binary built from Go modules by ``hack/traefik/build.sh`` (on first use).
+
+    ``$KUBE402_TRAEFIK_BIN`` overrides (a path to a Traefik v3 binary).
+    """
+    env = os.environ.get("KUBE402_TRAEFIK_BIN")
+    if env:
+        return Path(env)
+    script = repo_root() / "hack" / "traefik" / "build.sh"
     out = subprocess.run([str(script)], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])

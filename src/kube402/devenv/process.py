@@ -19,10 +19,10 @@ from pathlib import Path
 __all__ = ["alive", "free_port", "spawn", "stop"]
 
 
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (bind 0, read it back)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port on ``host`` (bind 0, read it back)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
 

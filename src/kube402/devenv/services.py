@@ -55,9 +55,23 @@ def _spawn(
     state.pids[name] = proc.pid
 
 
+async def _expose_gate(kubeconfig: str, host: str, port: int) -> None:
+    """Service ``x402/x402-verifier:8081`` (the proxy-mode HTTPRoutes' backend) → the gate's address."""
+    from kube402.devenv import traefik
+    from kube402.kube.client import Kube
+
+    kube = Kube.connect(kubeconfig=kubeconfig, field_manager="kube402-devenv")
+    try:
+        await traefik.expose(
+            kube, namespace="x402", name="x402-verifier", port=8081, address=host, target_port=port
+        )
+    finally:
+        await kube.aclose()
+
+
 async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, int]:
     """Start the services of an environment that ``stack.up`` brought up; returns their ports."""
-    directory = directory.resolve()
+    directory = await asyncio.to_thread(directory.resolve)
     state = stack.load(directory)
     if state is None:
         raise RuntimeError("no running environment; run `kube402 dev up` first")
@@ -66,6 +80,10 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
     stack.set_extra(directory, ports=ports)
     relayer = devchain.dev_account(RELAYER_INDEX)
     kubeconfig = state.kubeconfig
+    # Traefik routes only to EndpointSlice addresses, never loopback: the gate and the demo upstream
+    # listen on the environment's test-host address (see devenv.netns, devenv.traefik).
+    host = str(state.extra.get("KUBE402_HOST_ADDRESS") or "127.0.0.1")
+    gateway_url = str(state.extra.get("KUBE402_GATEWAY_URL") or f"http://127.0.0.1:{ports['gate']}")
     _spawn(
         directory,
         state,
@@ -94,7 +112,7 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             "--listen",
             f"127.0.0.1:{ports['verifier']}",
             "--proxy-listen",
-            f"127.0.0.1:{ports['gate']}",
+            f"{host}:{ports['gate']}",
             "--upstream-resolution",
             "endpointslice",
         ],
@@ -107,6 +125,8 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             "controller",
             "--kubeconfig",
             kubeconfig,
+            "--verifier-address",
+            f"http://127.0.0.1:{ports['verifier']}/verify",
             "--upstream-resolution",
             "endpointslice",
             "--workers",
@@ -116,24 +136,29 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             "--registration-readiness",
             "objects",
         ],
-        # issue 12: a funded anvil account as the ERC-8004 key; the public base URL is the gate until the
-        # local ingress serves both the offers and the documents.
+        # issue 12: a funded anvil account as the ERC-8004 key; the public base URL is the local ingress
+        # (Traefik), which serves both the offers and the documents.
         env={
             "ERC8004_PRIVATE_KEY": devchain.dev_account(ERC8004_INDEX).key.hex(),
             "ERC8004_RPC_URL": state.rpc_url,
-            "AGENT_BASE_URL": f"http://127.0.0.1:{ports['gate']}",
+            "AGENT_BASE_URL": gateway_url,
         },
     )
+    # The document Services select busybox pods that do not run here: the catalog serves the same
+    # ConfigMaps on the host address and, behind Traefik, publishes itself as their EndpointSlices.
+    catalog = ["catalog", "--kubeconfig", kubeconfig, "--listen", f"{host}:{ports['catalog']}"]
+    _spawn(directory, state, "catalog", [*catalog, "--publish-endpoints"] if host != "127.0.0.1" else catalog)
     _spawn(
         directory,
         state,
-        "catalog",
-        ["catalog", "--kubeconfig", kubeconfig, "--listen", f"127.0.0.1:{ports['catalog']}"],
+        "upstream",
+        ["dev", "upstream", "--host", host, "--port", str(ports["upstream"])],
     )
-    _spawn(directory, state, "upstream", ["dev", "upstream", "--port", str(ports["upstream"])])
+    if host != "127.0.0.1":
+        await _expose_gate(kubeconfig, host, ports["gate"])
     await wait_http(f"http://127.0.0.1:{ports['facilitator']}/healthz", "facilitator")
     await wait_http(f"http://127.0.0.1:{ports['verifier']}/healthz", "verifier")
     await wait_http(f"http://127.0.0.1:{ports['controller']}/healthz", "controller")
-    await wait_http(f"http://127.0.0.1:{ports['upstream']}/health", "demo upstream")
-    await wait_http(f"http://127.0.0.1:{ports['catalog']}/healthz", "catalog")
+    await wait_http(f"http://{host}:{ports['upstream']}/health", "demo upstream")
+    await wait_http(f"http://{host}:{ports['catalog']}/healthz", "catalog")
     return ports

@@ -7,6 +7,7 @@ State lives in ``.kube402/`` of the working directory: ``state.json`` (component
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -79,7 +80,7 @@ def status(directory: Path) -> dict[str, bool]:
 
 async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[DevState, bool]:
     """Start (or find running) the local environment. Returns (state, started_now)."""
-    directory = directory.resolve()
+    directory = await asyncio.to_thread(directory.resolve)
     existing = load(directory)
     if existing is not None:
         alive = {n: process.alive(p) for n, p in existing.pids.items()}
@@ -95,6 +96,7 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
     )
     cp = ControlPlane(directory / "controlplane", owns_directory=False)
     pids: dict[str, int] = {}
+    extra: dict[str, Any] = {}
     try:
         info = await cp.start()
         pids.update(info.pids)
@@ -106,25 +108,66 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
 
         progress("placing USDC and the ERC-8004 identity registry at their Base Sepolia addresses")
         dc = await devchain.setup_base_sepolia(chain.rpc_url)
+        extra.update(
+            {
+                "KUBE402_USDC": dc.token,
+                "KUBE402_IDENTITY_REGISTRY": dc.registry,
+                # issue 12: the address of the local controller's ERC-8004 key (services.ERC8004_INDEX)
+                "KUBE402_ERC8004_OWNER": devchain.dev_account(7).address,
+            }
+        )
+        extra.update(await _start_ingress(directory, info.kubeconfig, pids, progress))
         state = DevState(
             directory=directory,
             pids=pids,
             kubeconfig=str(info.kubeconfig),
             rpc_url=chain.rpc_url,
-            extra={
-                "KUBE402_USDC": dc.token,
-                "KUBE402_IDENTITY_REGISTRY": dc.registry,
-                # issue 12: the address of the local controller's ERC-8004 key (services.ERC8004_INDEX)
-                "KUBE402_ERC8004_OWNER": devchain.dev_account(7).address,
-            },
+            extra=extra,
         )
         state.save()
     except BaseException:
         cp.stop()
         for pid in pids.values():
             process.stop(pid)
+        _remove_test_host(extra)
         raise
     return state, True
+
+
+async def _start_ingress(
+    directory: Path, kubeconfig: Path, pids: dict[str, int], progress: Progress
+) -> dict[str, Any]:
+    """Real Traefik on loopback, plus a test-host address for the EndpointSlices Traefik routes to.
+
+    Records ``KUBE402_GATEWAY_URL`` (Traefik's ``web`` entrypoint = Gateway ``traefik/traefik-gateway``
+    listener ``web``) and ``KUBE402_HOST_ADDRESS`` (this host's end of a veth; bind upstreams and the
+    verifier's proxy gate there and publish them as selector-less Service + EndpointSlice).
+    """
+    from kube402.devenv import netns, traefik
+
+    host = netns.TestHost(owner_pid=pids["kube-apiserver"])
+    found: dict[str, Any] = {
+        "KUBE402_HOST_ADDRESS": host.host_address,
+        "netns": {"name": host.name, "host_if": host.host_if, "block": host.block, "owner": host.owner_pid},
+    }
+    try:
+        progress("starting Traefik v3.7.13 (first run builds it from Go modules, several minutes)")
+        ingress = await traefik.start_detached(kubeconfig, log=directory / "logs" / "traefik.log")
+    except BaseException:
+        _remove_test_host(found)
+        raise
+    pids["traefik"] = ingress.pid
+    progress(f"Traefik routes Gateway traefik/traefik-gateway at {ingress.url}")
+    found["KUBE402_GATEWAY_URL"] = ingress.url
+    return found
+
+
+def _remove_test_host(extra: dict[str, Any]) -> None:
+    info = extra.get("netns")
+    if isinstance(info, dict):
+        from kube402.devenv import netns
+
+        netns.TestHost.remove(info["name"], info["host_if"], int(info["block"]), int(info["owner"]))
 
 
 def _loaded(directory: Path) -> DevState:
@@ -160,6 +203,7 @@ def down(directory: Path) -> list[str]:
             if process.alive(pid):
                 process.stop(pid)
                 stopped.append(name)
+        _remove_test_host(state.extra)
     for sub in ("controlplane", "state.json", "dev.env", "logs"):
         target = directory / sub
         if target.is_dir():

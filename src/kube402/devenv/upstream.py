@@ -78,6 +78,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self._body()
         self._record(body)
         owner = self.server.owner
+        if owner.answer_delay:
+            time.sleep(owner.answer_delay)  # a slow upstream: nothing, not even the status line, for a while
         if owner.answer_status != 200:
             self._send(owner.answer_status, b'{"error":"upstream failure"}')
             return
@@ -126,7 +128,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class TestUpstream:
-    """``start()`` binds 127.0.0.1 (port 0 = free port, kept across restarts); ``stop()`` closes it."""
+    """``start()`` binds ``host`` (default 127.0.0.1; port 0 = free port, kept across restarts); ``stop()``
+    closes it. Bind a test host's address (``TestHost.gateway``) to put it behind an EndpointSlice."""
 
     __test__ = False  # not a pytest test class
 
@@ -136,6 +139,7 @@ class TestUpstream:
         self.health_status = 200
         self.answer_status = 200
         self.stream_delay = 0.01
+        self.answer_delay = 0.0
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self._server: _Server | None = None
@@ -143,7 +147,7 @@ class TestUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> TestUpstream:
         server = _Server((self.host, self.port), _Handler)

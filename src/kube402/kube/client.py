@@ -33,10 +33,7 @@ _JSON_PATCH = "application/json-patch+json"
 
 def load_config(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """Kubeconfig file (explicit, $KUBECONFIG, ~/.kube/config) or the in-cluster service account."""
-    if kubeconfig:
-        conf = KubeConfig.from_file(kubeconfig)
-    else:
-        conf = KubeConfig.from_env()
+    conf = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
     single = conf.get(context_name=context)
     if single is None:
         raise errors.Invalid(0, "ConfigError", f"context {context!r} not found in kubeconfig")

@@ -168,3 +168,8 @@ class Informer:
                 log.warning("watch on %s failed: %s; retrying in %.1fs", self.resource.plural, err, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+            except Exception:  # supervised: any other failure restarts from a fresh list
+                log.exception("informer for %s crashed; relisting in %.1fs", self.resource.plural, backoff)
+                need_list = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)

@@ -12,6 +12,8 @@ __all__ = [
     "DEPLOYMENT",
     "ENDPOINTSLICE",
     "EVENT",
+    "GATEWAY",
+    "GATEWAYCLASS",
     "HTTPROUTE",
     "LEASE",
     "MIDDLEWARE",
@@ -53,6 +55,8 @@ SERVICE_OFFER = Resource(names.GROUP, names.VERSION, names.KIND_OFFER, names.PLU
 REGISTRATION_REQUEST = Resource(names.GROUP, names.VERSION, names.KIND_RR, names.PLURAL_RR)
 MIDDLEWARE = Resource("traefik.io", "v1alpha1", "Middleware", "middlewares")
 HTTPROUTE = Resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+GATEWAY = Resource("gateway.networking.k8s.io", "v1", "Gateway", "gateways")
+GATEWAYCLASS = Resource("gateway.networking.k8s.io", "v1", "GatewayClass", "gatewayclasses", namespaced=False)
 REFERENCEGRANT = Resource("gateway.networking.k8s.io", "v1beta1", "ReferenceGrant", "referencegrants")
 SERVICE = Resource("", "v1", "Service", "services")
 CONFIGMAP = Resource("", "v1", "ConfigMap", "configmaps")

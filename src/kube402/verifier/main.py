@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kube402 import aio
 from kube402.api import names
 from kube402.kube import endpoints, resources
 from kube402.kube.client import Kube
@@ -139,12 +140,12 @@ class Verifier:
         while True:
             await asyncio.sleep(self.options.poll_seconds)
             try:
-                mtime = path.stat().st_mtime
+                mtime = (await asyncio.to_thread(path.stat)).st_mtime
             except OSError:
                 continue
             if mtime != self._file_mtime:
                 self._file_mtime = mtime
-                await self.apply_config_text(path.read_text(), origin=str(path))
+                await self.apply_config_text(await asyncio.to_thread(path.read_text), origin=str(path))
 
     # -- kube sources ------------------------------------------------------------------------------------
 
@@ -222,9 +223,9 @@ class Verifier:
     async def start(self) -> None:
         o = self.options
         path = Path(o.config_path)
-        if path.exists():
-            self._file_mtime = path.stat().st_mtime
-            if not await self.apply_config_text(path.read_text(), origin=str(path)):
+        if await asyncio.to_thread(path.exists):
+            self._file_mtime = (await asyncio.to_thread(path.stat)).st_mtime
+            if not await self.apply_config_text(await asyncio.to_thread(path.read_text), origin=str(path)):
                 log.error("initial config invalid: staying not ready")
         elif o.route_source == "file":
             log.error("config file %s not found: staying not ready", path)
@@ -262,11 +263,7 @@ class Verifier:
                 server.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 5)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await aio.cancel_and_wait(self._tasks)
         if self.gate.facilitator is not None:
             await self.gate.facilitator.close()
         await self.proxy.aclose()

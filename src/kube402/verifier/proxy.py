@@ -71,6 +71,52 @@ class Responder:
         raise NotImplementedError
 
 
+DRAIN_LIMIT = 1 << 20
+"""Bytes of an unforwarded request body read (and discarded) before answering without the upstream."""
+
+
+async def drain(body: AsyncIterator[bytes], limit: int = DRAIN_LIMIT) -> int:
+    """Read and discard what is left of a request body, up to ``limit`` bytes; returns the bytes read.
+
+    An answer sent while the request body is still unread (a 402 to an unpaid POST) leaves the server
+    unable to reuse the connection: behind Traefik, whose next request on that pooled connection then
+    fails, the buyer got a 500. Draining first keeps keep-alive connections reusable. A body larger than
+    ``limit`` is not read to its end (an unpaid upload is not worth unbounded reading); only then may the
+    server close that one connection.
+    """
+    seen = 0
+    async for chunk in body:
+        seen += len(chunk)
+        if seen >= limit:
+            break
+    return seen
+
+
+class _DrainFirst(Responder):
+    """Drains the request body before the answer starts (a no-op once the upstream request consumed it)."""
+
+    __slots__ = ("body", "inner")
+
+    def __init__(self, inner: Responder, body: AsyncIterator[bytes]) -> None:
+        self.inner = inner
+        self.body = body
+
+    async def respond(self, resp: Response) -> None:
+        await _drain_quietly(self.body)
+        await self.inner.respond(resp)
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> Callable[[bytes], Awaitable[None]]:
+        await _drain_quietly(self.body)
+        return await self.inner.start(status, headers)
+
+
+async def _drain_quietly(body: AsyncIterator[bytes]) -> None:
+    try:
+        await drain(body)
+    except (RuntimeError, OSError) as err:  # the client hung up mid-body: nothing to keep alive
+        log.debug("request body not drained: %s", type(err).__name__)
+
+
 UpstreamResolver = Callable[[Route], str]
 """Route → upstream base URL (``http://host:port``); raises LookupError when it cannot be resolved."""
 
@@ -92,7 +138,7 @@ class ProxyGate:
 
     async def handle(self, req: ProxyRequest, out: Responder) -> None:
         start = time.perf_counter()
-        status = await self._handle(req, out)
+        status = await self._handle(req, _DrainFirst(out, req.body))
         self.gate.metrics.duration.observe(("proxy", str(status)), time.perf_counter() - start)
 
     async def _handle(self, req: ProxyRequest, out: Responder) -> int:

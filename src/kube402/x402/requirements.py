@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
@@ -283,10 +284,8 @@ class ChallengeCache:
         entries = self._entries
         found = entries.get(resource_url)
         if found is not None:
-            try:
+            with contextlib.suppress(KeyError):  # evicted concurrently; the value is still good
                 entries.move_to_end(resource_url)
-            except KeyError:  # evicted concurrently; the value is still good
-                pass
             return found
         made = _build_challenge(self._route, resource_url)
         entries[resource_url] = made

@@ -17,6 +17,9 @@ from kube402.kube.client import Kube
 
 SETTINGS = Settings(
     upstream_resolution="endpointslice",
+    # No Gateway controller runs in these tests: RoutePublished once applied (the e2e tests
+    # run real Traefik and the default, "ingress").
+    route_acceptance="applied",
     leader_elect=False,
     metrics_listen="",
     requeue_not_ready=1.0,

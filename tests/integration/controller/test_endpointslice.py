@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,7 +77,7 @@ async def test_offer_reaches_its_upstream_through_an_endpointslice(
         ),
     )
 
-    async def offer() -> object:
+    async def offer() -> dict[str, Any] | None:
         return await kube.get(resources.SERVICE_OFFER, "eps", namespace=namespace)
 
     obj = await eventually(
@@ -85,7 +86,7 @@ async def test_offer_reaches_its_upstream_through_an_endpointslice(
         timeout=30,
         what="Ready through the EndpointSlice",
     )
-    assert condition(obj, "UpstreamHealthy") == ("True", "Healthy")  # type: ignore[arg-type]
+    assert condition(obj, "UpstreamHealthy") == ("True", "Healthy")
 
     # The endpoint goes not-ready: the slice update alone (no edit to the offer) withdraws the route.
     await kube.apply(resources.ENDPOINTSLICE, endpoint_slice(namespace, test_host.address, ready=False))

@@ -44,6 +44,8 @@ class ControllerProcess:
                 str(info.kubeconfig),
                 "--upstream-resolution",
                 "endpointslice",
+                "--route-acceptance",
+                "applied",  # no Gateway controller in the integration tests
                 "--metrics-listen",
                 f"127.0.0.1:{self.port}",
                 "--requeue-ready",
@@ -113,7 +115,22 @@ async def test_two_replicas_one_leader_and_takeover(
         timeout=30,
         what="b up as follower",
     )
-    await asyncio.sleep(3)
+    # Work for the leader: an offer created now is seen by both replicas' informers. Once the leader has
+    # reconciled it twice (the first pass and a 2 s requeue), the follower has had every chance to.
+    reconciled_by_a = await asyncio.to_thread(a.metric, "kube402_controller_reconciles_total")
+    await external_service(kube, namespace)
+    await kube.create(
+        resources.SERVICE_OFFER,
+        v1alpha1.offer_manifest(
+            "lead", namespace=namespace, upstream="ollama", port=upstream.port, pay_to=WALLET
+        ),
+    )
+    await eventually(
+        lambda: asyncio.to_thread(a.metric, "kube402_controller_reconciles_total"),
+        until=lambda v: v >= reconciled_by_a + 2,
+        timeout=30,
+        what="the leader reconciling the new offer twice",
+    )
     assert await lease_holder(kube, namespace) == "replica-a"
     assert a.metric("kube402_controller_leader") == 1
     assert b.metric("kube402_controller_leader") == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +94,24 @@ async def test_create_publishes_gate_and_route(
 
 
 async def test_second_pass_writes_nothing(
-    kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
+    kube: Kube,
+    namespace: str,
+    controller: Controller,
+    upstream: TestUpstream,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await external_service(kube, namespace)
     await kube.create(resources.SERVICE_OFFER, offer("idle", namespace, upstream.port))
     obj = await wait_condition(kube, namespace, "idle", "Ready", ("True", "Reconciled"))
     mw, route = await children(kube, namespace, "idle")
-    # Several requeues (2 s when Ready in these tests) later nothing has been rewritten.
-    import asyncio
+    # Three more passes over this offer (requeued every 2 s when Ready in these tests) rewrite nothing.
+    caplog.set_level(logging.DEBUG, logger="kube402.controller.main")
+    caplog.clear()
 
-    await asyncio.sleep(5)
+    def passes() -> int:
+        return sum(1 for r in caplog.records if r.getMessage().startswith(f"reconciled {namespace}/idle;"))
+
+    await eventually(lambda: asyncio.sleep(0, passes()), until=lambda n: n >= 3, timeout=30, what="3 passes")
     obj2 = await get_offer(kube, namespace, "idle")
     mw2, route2 = await children(kube, namespace, "idle")
     assert obj2 is not None
@@ -143,12 +153,14 @@ async def test_update_price_path_port_updates_children_in_place(
         assert new["metadata"]["uid"] == route["metadata"]["uid"], "updated in place, not recreated"
         assert new["spec"]["rules"][0]["backendRefs"][0]["port"] == other.port
         assert new["spec"]["rules"][0]["timeouts"]["request"] == "720s"
-        obj = await wait_condition(kube, namespace, "svc", "RoutePublished", ("True", "Reconciled"))
-        obj = await eventually(
+        await wait_condition(kube, namespace, "svc", "RoutePublished", ("True", "Reconciled"))
+        settled = await eventually(
             lambda: get_offer(kube, namespace, "svc"),
-            until=lambda o: o["status"]["observedGeneration"] == o["metadata"]["generation"],
+            until=lambda o: (
+                o is not None and o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            ),
         )
-        assert obj["status"]["endpoint"] == "/paid/svc"
+        assert settled is not None and settled["status"]["endpoint"] == "/paid/svc"
     finally:
         other.stop()
 

@@ -15,7 +15,7 @@ import yaml
 
 from kube402.api import v1alpha1
 from kube402.devenv import paths, process
-from kube402.devenv.controlplane import ControlPlaneInfo
+from kube402.devenv.controlplane import ControlPlane, ControlPlaneInfo
 from kube402.devenv.testing import condition, eventually
 from kube402.devenv.upstream import TestUpstream
 from kube402.kube import errors, resources
@@ -34,6 +34,7 @@ RBAC = {
     "Role": resources.Resource("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     "RoleBinding": resources.Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     "ServiceAccount": resources.Resource("", "v1", "ServiceAccount", "serviceaccounts"),
+    "NetworkPolicy": resources.Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
 }
 
 
@@ -68,10 +69,18 @@ async def test_kustomization_applies_with_server_side_dry_run(kube: Kube) -> Non
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Service",
+            "NetworkPolicy",
             *per_component,
             *per_component,
         ]
     )
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "x402-verifier"}}
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}}}
+    ]
+    assert sorted(p["port"] for p in rule["ports"]) == [8080, 8081]
     verifier = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "x402-verifier")
     assert verifier["spec"]["replicas"] == 2
     service = next(d for d in docs if d["kind"] == "Service")
@@ -131,6 +140,8 @@ async def test_controller_runs_with_exactly_the_shipped_rbac(
             str(kubeconfig),
             "--upstream-resolution",
             "endpointslice",
+            "--route-acceptance",
+            "applied",  # no Gateway controller in the integration tests
             "--metrics-listen",
             f"127.0.0.1:{port}",
         ],
@@ -258,3 +269,67 @@ async def test_verifier_runs_with_exactly_the_shipped_rbac(
         assert 'User \\"system:serviceaccount' not in log and "cannot" not in log, log[-2000:]
     finally:
         process.stop(proc.pid)
+
+
+def test_deployments_run_the_image_make_image_builds() -> None:
+    """The Deployments' image and the kustomize override name the reference ``hack/image/build.sh`` tags."""
+    root = paths.repo_root()
+    version = next(
+        ln.split('"')[1]
+        for ln in (root / "pyproject.toml").read_text().splitlines()
+        if ln.startswith("version")
+    )
+    script = (root / "hack" / "image" / "build.sh").read_text()
+    assert "ref=${KUBE402_IMAGE:-ghcr.io/kube402/kube402:$version}" in script
+    want = f"ghcr.io/kube402/kube402:{version}"
+    kustomization = yaml.safe_load((root / "deploy" / "kustomization.yaml").read_text())
+    (override,) = kustomization["images"]
+    assert f"{override['newName']}:{override['newTag']}" == want
+    images = [
+        c["image"]
+        for d in kustomize()
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images == [want, want]
+
+
+async def test_one_command_installs_into_an_empty_cluster(tmp_path: Path) -> None:
+    """``kubectl apply --server-side -k deploy/`` on a fresh apiserver (no CRDs): dry-run, then for real."""
+    cp = ControlPlane(tmp_path / "cp", install_crds=False, controller_manager=False, namespaces=())
+    info = await cp.start()
+    try:
+        kubectl = str(paths.controlplane_bin() / "kubectl")
+        env = {"KUBECONFIG": str(info.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        deploy = str(paths.repo_root() / "deploy")
+
+        def run(*args: str) -> str:
+            out = subprocess.run([kubectl, *args], capture_output=True, text=True, env=env, timeout=120)
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+
+        # (A server-side dry-run cannot precede the first install: its namespace does not exist yet. The
+        # dry-run against a cluster that has it is test_kustomization_applies_with_server_side_dry_run.)
+        real = await asyncio.to_thread(run, "apply", "--server-side", "-k", deploy)
+        applied = {ln.split()[0] for ln in real.splitlines() if ln.strip()}
+        assert {
+            "namespace/x402",
+            "customresourcedefinition.apiextensions.k8s.io/serviceoffers.obol.org",
+            "customresourcedefinition.apiextensions.k8s.io/registrationrequests.obol.org",
+            "deployment.apps/serviceoffer-controller",
+            "deployment.apps/x402-verifier",
+            "service/x402-verifier",
+            "networkpolicy.networking.k8s.io/x402-verifier-ingress-only",
+            "clusterrole.rbac.authorization.k8s.io/serviceoffer-controller",
+            "clusterrole.rbac.authorization.k8s.io/x402-verifier",
+        } <= applied, real
+        await asyncio.to_thread(
+            run, "wait", "--for=condition=Established", "--timeout=60s", "crd/serviceoffers.obol.org"
+        )
+        dry = await asyncio.to_thread(run, "apply", "--server-side", "--dry-run=server", "-k", deploy)
+        assert dry.count("serverside-applied (server dry run)") == len(applied), dry
+        # Idempotent: a second apply changes nothing.
+        again = await asyncio.to_thread(run, "apply", "--server-side", "-k", deploy)
+        assert again.count("serverside-applied") == len(applied), again
+    finally:
+        cp.stop()

@@ -20,18 +20,23 @@ from . import support
 pytestmark = pytest.mark.integration
 
 
+def _text(log: Path) -> str:
+    """The process log for a failure message (read once, on the way out of the test)."""
+    return log.read_text()
+
+
 async def _wait_healthy(url: str, pid: int, log: Path) -> None:
     async with httpx.AsyncClient() as http:
         for _ in range(300):
             if not process.alive(pid):
-                raise AssertionError("facilitator exited:\n" + log.read_text())
+                raise AssertionError("facilitator exited:\n" + _text(log))
             try:
                 if (await http.get(url + "/healthz")).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.05)
-    raise AssertionError("facilitator did not become healthy:\n" + log.read_text())
+    raise AssertionError("facilitator did not become healthy:\n" + _text(log))
 
 
 @pytest.mark.parametrize("source", ["key-file", "env"])

@@ -80,6 +80,7 @@ def signing_key(account: Any) -> SigningKey:
 def settings(rpc_url: str, *, key: Any = None, registrant: str = "", base: str = BASE, **kw: Any) -> Settings:
     return Settings(
         upstream_resolution="endpointslice",
+        route_acceptance="applied",  # no Gateway controller runs in these tests
         leader_elect=False,
         metrics_listen="",
         requeue_not_ready=1.0,

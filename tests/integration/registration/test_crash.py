@@ -63,6 +63,8 @@ class Proc:
             "endpointslice",
             "--registration-readiness",
             "objects",
+            "--route-acceptance",
+            "applied",
             "--metrics-listen",
             f"127.0.0.1:{self.port}",
             "--requeue-ready",

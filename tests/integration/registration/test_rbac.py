@@ -51,6 +51,8 @@ async def test_registration_under_the_shipped_rbac(
             "endpointslice",
             "--registration-readiness",
             "objects",
+            "--route-acceptance",
+            "applied",
             "--metrics-listen",
             f"127.0.0.1:{process.free_port()}",
         ],

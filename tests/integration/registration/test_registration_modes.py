@@ -185,10 +185,14 @@ async def test_base_url_change_updates_agent_uri_without_second_mint(
             await eventually(lambda: reg.token_uri(agent), until=lambda u: u == new_url, timeout=30)
             moved = await eventually(
                 lambda: rr(kube, namespace, "moving"),
-                until=lambda o: phase(o) == "Registered" and o["status"].get("registrationUri") == new_url,
+                until=lambda o: (
+                    o is not None
+                    and phase(o) == "Registered"
+                    and o["status"].get("registrationUri") == new_url
+                ),
                 timeout=20,
             )
-            assert moved["status"]["agentId"] == str(agent)
+            assert moved is not None and moved["status"]["agentId"] == str(agent)
             all_logs = await reg.find_registered(from_block=0, owner=key.address)
             assert [e.agent_id for e in all_logs] == [agent], "no second mint"
             cm = await kube.get(resources.CONFIGMAP, "so-moving-registration", namespace=namespace)
@@ -226,6 +230,7 @@ async def test_dropped_transaction_is_resubmitted_with_the_same_nonce(
                 timeout=30,
                 what="a pending registration transaction",
             )
+            assert pending is not None
             first_hash = pending["status"]["registrationTxHash"]
             first_tx = await node.run(lambda: node.w3.eth.get_transaction(first_hash))
             assert await node.request("anvil_dropTransaction", [first_hash]) is not None
@@ -248,9 +253,9 @@ async def test_dropped_transaction_is_resubmitted_with_the_same_nonce(
                 until=lambda o: bool(((o or {}).get("status") or {}).get("registrationTxHash")),
                 timeout=10,
             )
-            second_tx = await node.run(
-                lambda: node.w3.eth.get_transaction(again["status"]["registrationTxHash"])
-            )
+            assert again is not None
+            second_hash = again["status"]["registrationTxHash"]
+            second_tx = await node.run(lambda: node.w3.eth.get_transaction(second_hash))
             assert second_tx["nonce"] == first_tx["nonce"]
             await node.request("evm_mine", [])
             await node.request("evm_setAutomine", [True])  # metadata writes follow the adoption

@@ -30,6 +30,9 @@ async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controlle
     try:
         settings = Settings(
             upstream_resolution="endpointslice",
+            # No Gateway controller runs in these tests: RoutePublished once applied (the e2e tests
+            # run real Traefik and the default, "ingress").
+            route_acceptance="applied",
             leader_elect=False,
             metrics_listen="",
             requeue_not_ready=1.0,

@@ -14,7 +14,7 @@ from kube402.controller.main import Controller
 from kube402.devenv.controlplane import ControlPlane
 from kube402.devenv.testing import condition, eventually
 from kube402.devenv.upstream import TestUpstream
-from kube402.kube import resources
+from kube402.kube import errors, resources
 from kube402.kube.client import Kube
 from kube402.verifier.main import Verifier
 
@@ -100,7 +100,7 @@ async def test_published_offer_is_priced_within_a_second(
         assert v2["accepts"][0]["maxTimeoutSeconds"] == 120
         assert v2["resource"]["description"] == f"x402 payment-gated http service: {name}"
         assert resp.json()["accepts"][0]["maxAmountRequired"] == "1000"
-        assert obj["status"]["endpoint"] == f"/services/{name}"
+        assert obj is not None and obj["status"]["endpoint"] == f"/services/{name}"
         assert await status_of(verifier, f"/services/{name}x") == 200, "no /services/xy match for /services/x"
     finally:
         upstream.stop()
@@ -207,6 +207,14 @@ async def test_invalid_offer_skipped_others_keep_working(
         upstream.stop()
 
 
+def reloads(verifier: Verifier, result: str) -> float:
+    """How many pricing reloads the verifier has counted with ``result`` (applied / rejected)."""
+    value = verifier.metrics.registry.get_sample_value(
+        "obol_x402_verifier_config_reloads_total", {"result": result}
+    )
+    return value or 0.0
+
+
 async def test_pricing_configmap_change_takes_effect_without_restart(
     kube: Kube,
     verifier: Verifier,
@@ -228,6 +236,7 @@ async def test_pricing_configmap_change_takes_effect_without_restart(
         timeout=10,
         what="facilitator URL reloaded",
     )
+    rejected_before = reloads(verifier, "rejected")
     await kube.apply(
         resources.CONFIGMAP,
         {
@@ -237,7 +246,12 @@ async def test_pricing_configmap_change_takes_effect_without_restart(
             "data": {"pricing.yaml": "chain: not-a-chain\n"},
         },
     )
-    await asyncio.sleep(1)
+    await eventually(
+        lambda: asyncio.sleep(0, reloads(verifier, "rejected")),
+        until=lambda n: n > rejected_before,
+        timeout=10,
+        what="the invalid reload rejected",
+    )
     assert verifier.gate.config.facilitator_url == "http://127.0.0.1:4040", "an invalid reload is rejected"
     await kube.apply(
         resources.CONFIGMAP,
@@ -277,7 +291,16 @@ async def test_survives_apiserver_restart_and_resumes_watch(
         )
         relists = verifier._offers.relists if verifier._offers else 0
         restart = asyncio.create_task(control_plane_handle.restart_apiserver(down_for=3))
-        await asyncio.sleep(1)
+
+        async def apiserver_down() -> bool:
+            try:
+                await kube.get(resources.SERVICE_OFFER, a, namespace=namespace)
+            except errors.Unavailable:
+                return True
+            print("DBG up", time.monotonic(), flush=True)
+            return False
+
+        await eventually(apiserver_down, timeout=10, interval=0.05, what="the apiserver stopped")
         assert await status_of(verifier, f"/services/{a}") == 402, (
             "last table keeps serving during the outage"
         )

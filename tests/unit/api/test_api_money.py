@@ -79,7 +79,7 @@ class TestParsePriceAcceptsExactlyTheCrdPattern:
     @example("Infinity")
     @example("1" * 19)
     @example("0." + "1" * 19)
-    @example("١")  # Arabic-Indic digit one: Decimal accepts it, the pattern does not
+    @example("١")  # noqa: RUF001 - Arabic-Indic digit one: Decimal accepts it, the pattern does not
     def test_any_text_is_accepted_iff_it_fully_matches_the_pattern(self, text: str) -> None:
         if re.fullmatch(CRD_PRICE, text):
             assert Fraction(money.parse_price(text)) == Fraction(text)
@@ -292,7 +292,9 @@ def test_spec_section_8_examples(price: dict[str, str], amount: int) -> None:
 
 
 def test_spec_section_8_sub_atomic_per_request_is_invalid() -> None:
-    with pytest.raises(money.InvalidPriceError, match="perRequest 0.0000001 has more than 6 decimal places"):
+    with pytest.raises(
+        money.InvalidPriceError, match=r"perRequest 0\.0000001 has more than 6 decimal places"
+    ):
         money.per_request_charge({"perRequest": "0.0000001"}, decimals=6)
 
 

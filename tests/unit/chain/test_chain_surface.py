@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import kube402.chain
 import kube402.chain.artifacts
 
@@ -14,6 +16,7 @@ def test_package_all_is_sorted() -> None:
     assert kube402.chain.artifacts.__all__ == sorted(kube402.chain.artifacts.__all__)
 
 
+@pytest.mark.timeout(30)  # starts a fresh interpreter
 def test_importing_the_package_or_its_artifacts_does_not_import_web3() -> None:
     code = "import sys, kube402.chain, kube402.chain.artifacts as a; a.load(a.TOKEN); print('web3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=20)

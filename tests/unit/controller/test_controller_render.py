@@ -151,6 +151,8 @@ class TestForwardAuthRoute:
             "forwardAuth": {
                 "address": "http://v.example:9/verify",
                 "authResponseHeaders": ["X-Payment-Status", "X-Payment-Tx", "Authorization"],
+                "trustForwardHeader": False,
+                "maxResponseBodySize": 1048576,
             }
         }
 

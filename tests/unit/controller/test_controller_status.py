@@ -300,3 +300,81 @@ class TestStatusChanged:
     @pytest.mark.parametrize("current", [None, {}, "garbage", []], ids=repr)
     def test_no_current_status_is_a_change(self, current: Any) -> None:
         assert status.status_changed(current, self.current())
+
+
+class TestRouteAcceptance:
+    """RoutePublished from the ingress's verdict on the HTTPRoute (issue 10)."""
+
+    GW = ("traefik", "traefik-gateway", "web")
+
+    @staticmethod
+    def route(parents: list[dict[str, Any]] | None, generation: int = 3) -> dict[str, Any]:
+        obj: dict[str, Any] = {"metadata": {"name": "so-demo", "namespace": "shop", "generation": generation}}
+        if parents is not None:
+            obj["status"] = {"parents": parents}
+        return obj
+
+    @staticmethod
+    def parent(
+        accepted: str = "True",
+        resolved: str = "True",
+        *,
+        gen: int = 3,
+        name: str = "traefik-gateway",
+        reason: str = "BackendNotFound",
+    ) -> dict[str, Any]:
+        return {
+            "parentRef": {"name": name, "namespace": "traefik", "sectionName": "web"},
+            "controllerName": "traefik.io/gateway-controller",
+            "conditions": [
+                {"type": "Accepted", "status": accepted, "reason": "Accepted", "observedGeneration": gen},
+                {
+                    "type": "ResolvedRefs",
+                    "status": resolved,
+                    "reason": "ResolvedRefs" if resolved == "True" else reason,
+                    "message": "" if resolved == "True" else "type ExternalName is not supported",
+                    "observedGeneration": gen,
+                },
+            ],
+        }
+
+    def verdict(self, obj: dict[str, Any] | None) -> status.CondValue:
+        return status.route_acceptance(obj, gateway=self.GW, path="/services/demo", route_name="so-demo")
+
+    def test_accepted_and_resolved_is_published(self) -> None:
+        assert self.verdict(self.route([self.parent()])) == status.route_ready("/services/demo")
+
+    @pytest.mark.parametrize(
+        "obj",
+        [
+            None,
+            {"metadata": {"name": "so-demo", "namespace": "shop", "generation": 3}},
+            {
+                "metadata": {"name": "so-demo", "namespace": "shop", "generation": 3},
+                "status": {"parents": []},
+            },
+        ],
+    )
+    def test_no_verdict_yet_is_waiting(self, obj: dict[str, Any] | None) -> None:
+        assert self.verdict(obj) == (
+            False,
+            R.WAITING_FOR_INGRESS,
+            "Waiting for the ingress to accept HTTPRoute so-demo",
+        )
+
+    def test_a_verdict_on_an_older_generation_is_waiting(self) -> None:
+        assert self.verdict(self.route([self.parent(gen=2)]))[1] == R.WAITING_FOR_INGRESS
+
+    def test_another_gateways_verdict_does_not_count(self) -> None:
+        assert self.verdict(self.route([self.parent(name="other")]))[1] == R.WAITING_FOR_INGRESS
+
+    def test_refused_backend_reports_the_ingress_reason(self) -> None:
+        ok, reason, message = self.verdict(self.route([self.parent(resolved="False")]))
+        assert (ok, reason) == (False, "BackendNotFound")
+        assert "ResolvedRefs=False" in message and "type ExternalName is not supported" in message
+
+    def test_not_accepted_reports_the_ingress_reason(self) -> None:
+        p = self.parent(accepted="False")
+        p["conditions"][0]["reason"] = "NotAllowedByListeners"
+        ok, reason, _ = self.verdict(self.route([p]))
+        assert (ok, reason) == (False, "NotAllowedByListeners")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-import rlp
+import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 from web3 import exceptions as w3exc
 
@@ -57,9 +57,9 @@ class FakeNode:
 
 def make(eth: FakeEth, nonces: list[int] | None = None) -> relayer.Relayer:
     return relayer.Relayer(
-        node=FakeNode(eth),
+        node=FakeNode(eth),  # type: ignore[arg-type]  # the relayer only reads node.w3.eth
         account=Account.create(),
-        chain_id=84532,  # type: ignore[arg-type]
+        chain_id=84532,
         gas_limit=300_000,
         confirmation_timeout=1.0,
         on_nonce=None if nonces is None else nonces.append,
@@ -154,9 +154,9 @@ def test_a_receiptless_unknown_transaction_whose_nonce_was_used_is_dead() -> Non
 def test_the_key_is_not_in_the_repr() -> None:
     account = Account.create()
     r = relayer.Relayer(
-        node=FakeNode(FakeEth()),
+        node=FakeNode(FakeEth()),  # type: ignore[arg-type]
         account=account,
-        chain_id=1,  # type: ignore[arg-type]
+        chain_id=1,
         gas_limit=21_000,
         confirmation_timeout=1,
     )

@@ -375,3 +375,21 @@ class TestFailuresBackOffAndResume:
         run = await run_script(server)
         assert sleeps == [0.5]
         assert run.seen() == [("ADDED", "b")]
+
+    async def test_an_unexpected_crash_is_logged_and_the_informer_restarts_with_a_relist(
+        self, sleeps: list[float], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A watch event whose object is not a JSON object breaks the cache update itself (not a handler).
+        junk = stream({"type": "ADDED", "object": ["not", "an", "object"]})
+        server = FakeApiServer(
+            lists=[list_reply("10"), list_reply("12", so("b", "12"))],
+            watches=[junk, stream(event("ADDED", so("c", "13")))],
+        )
+        run = await run_script(server)
+        assert run.task is not None and run.task.cancelled(), "the informer kept running"
+        assert any("crashed" in r.getMessage() and r.exc_info for r in caplog.records), (
+            "logged with traceback"
+        )
+        assert server.list_count() == 2, "restarted from a fresh list"
+        assert sleeps == [0.5], "backed off once"
+        assert run.seen() == [("ADDED", "b"), ("ADDED", "c")]

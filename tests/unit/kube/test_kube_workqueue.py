@@ -7,6 +7,7 @@ the pending timer, never waited for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -86,6 +87,7 @@ class TestFairAndStingy:
         in_flight: set[str] = set()
         overlaps: list[str] = []
         processed: list[str] = []
+        forty = asyncio.Event()
 
         async def worker() -> None:
             while True:
@@ -100,16 +102,16 @@ class TestFairAndStingy:
                 if len(processed) < 40:
                     q.add(key)  # re-add while processing
                 processed.append(key)
+                if len(processed) >= 40:
+                    forty.set()
                 in_flight.discard(key)
                 q.done(key)
 
         for k in ["a", "b"]:
             q.add(k)
         workers = [asyncio.create_task(worker()) for _ in range(4)]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 1.0
-        while len(processed) < 40 and loop.time() < deadline:
-            await asyncio.sleep(0.002)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(forty.wait(), 1.0)
         q.shutdown()
         await asyncio.wait_for(asyncio.gather(*workers), 1)
         assert len(processed) >= 40, "re-added keys were lost"

@@ -7,12 +7,12 @@ import ipaddress
 import textwrap
 
 import pytest
-from verifier_support import make_env
-from x402_support import PAY_TO
 
 from kube402.verifier import config as config_mod
 from kube402.verifier.config import ConfigError, parse, validate_facilitator_url
 from kube402.verifier.table import TableKeeper
+from tests.support.payments import PAY_TO
+from tests.support.verifier_env import make_env
 
 WALLET = PAY_TO
 
@@ -169,10 +169,8 @@ class TestGlobalErrors:
     @pytest.mark.parametrize("text", ["routes: 5\n", "trustedProxies: 5\n", "routes: {a: 1}\n"])
     def test_wrong_container_types_are_config_errors(self, text: str) -> None:
         """Any unusable file must be reported as ConfigError (the reload path catches only that)."""
-        try:
+        with pytest.raises(ConfigError):
             parse(text, env={})
-        except ConfigError:
-            pass
 
     @pytest.mark.parametrize("key", ["verifyOnly", "acceptV1"])
     def test_quoted_false_is_not_true(self, key: str) -> None:

@@ -30,10 +30,10 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from verifier_support import Env, fwd, hget, jresp, make_env, settle_ok
-from x402_support import NOW, PAY_TO, PAYER, URL
 
 from kube402.api import chains
+from tests.support.payments import NOW, PAY_TO, PAYER, URL
+from tests.support.verifier_env import Env, fwd, hget, jresp, make_env, settle_ok
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -401,7 +401,7 @@ def mutate(rng: random.Random, payload: dict[str, Any]) -> dict[str, Any]:
             target = rng.choice(
                 [p] + [parent(p, x)[x[-1]] for x in ps if isinstance(parent(p, x)[x[-1]], dict)]
             )
-            target[rng.choice(KEYS + ["client", "extra_key"])] = rand_scalar(rng)
+            target[rng.choice([*KEYS, "client", "extra_key"])] = rand_scalar(rng)
     return p
 
 

@@ -7,11 +7,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from verifier_support import (
+
+from kube402.api import chains
+from kube402.x402 import codes, precheck
+from tests.support.payments import NOW, OTHER_KEY, PAY_TO, PAYER, PaymentFactory
+from tests.support.verifier_env import (
     CAIP2,
     Env,
     FakeFacilitator,
@@ -30,10 +35,6 @@ from verifier_support import (
     required,
     verify_ok,
 )
-from x402_support import NOW, OTHER_KEY, PAY_TO, PAYER, PaymentFactory
-
-from kube402.api import chains
-from kube402.x402 import codes, precheck
 
 Code = codes.Code
 USDC = chains.lookup("base-sepolia").usdc
@@ -428,14 +429,15 @@ class TestPaymentHeader:
     async def test_schema_failures_are_400(self, env: Env) -> None:
         good = env.factory.v2()
         broken = []
-        for mutate in (
+        mutations: tuple[Callable[[dict[str, Any]], object], ...] = (
             lambda p: p["payload"].pop("signature"),
             lambda p: p["payload"]["authorization"].__setitem__("nonce", "0x1234"),
             lambda p: p["payload"]["authorization"].__setitem__("value", 1000),
             lambda p: p["payload"]["authorization"].__setitem__("from", "0xnothex"),
             lambda p: p["accepted"].__setitem__("maxTimeoutSeconds", "300"),
             lambda p: p.__setitem__("accepted", "exact"),
-        ):
+        )
+        for mutate in mutations:
             p = copy.deepcopy(good)
             mutate(p)
             broken.append(p)

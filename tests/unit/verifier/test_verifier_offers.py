@@ -9,12 +9,12 @@ import base64
 from typing import Any
 
 import pytest
-from verifier_support import LITELLM_KEY, Env, call, fwd, keeper, litellm_secrets, make_env, offer
-from x402_support import PAY_TO
 
 from kube402.api import chains
 from kube402.verifier import offers
 from kube402.verifier.routes import MatchKind
+from tests.support.payments import PAY_TO
+from tests.support.verifier_env import LITELLM_KEY, Env, call, fwd, keeper, litellm_secrets, make_env, offer
 
 
 def view(raw: dict[str, Any], **kw: Any) -> offers.OfferView:
@@ -134,7 +134,7 @@ class TestRouteForOffer:
             ({"paused": True, "published": False}, "paused"),
         ],
     )
-    def test_not_published_is_guarded(self, kw: dict[str, bool], reason: str) -> None:
+    def test_not_published_is_guarded(self, kw: dict[str, Any], reason: str) -> None:
         v = view(offer(**kw))
         assert v.route is None and v.guard is not None
         assert v.guard.reason == reason and v.guard.pattern == "/services/qwen/*"

@@ -11,7 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from verifier_support import (
+
+from kube402.verifier.proxy import ProxyGate
+from tests.support.payments import PAYER
+from tests.support.verifier_env import (
     CAIP2,
     TX,
     Env,
@@ -28,9 +31,6 @@ from verifier_support import (
     preq,
     proxy_gate,
 )
-from x402_support import PAYER
-
-from kube402.verifier.proxy import ProxyGate
 
 
 def settle_pending(_r: httpx.Request, _b: Any) -> httpx.Response:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from verifier_support import Env, Upstream, b64, proxy_gate
-
 from kube402.verifier.app import ProxyApp, VerifierApp
 from kube402.verifier.metrics import Metrics
 from kube402.verifier.replay import ReplayStore, State
+from tests.support.verifier_env import Env, Upstream, b64, proxy_gate
 
 KEY = (84532, "0xasset", "0xfrom", "00" * 32)
 KEY2 = (84532, "0xasset", "0xfrom", "11" * 32)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from x402_support import BASE_SEPOLIA, PAY_TO
 
 from kube402.verifier.routes import Guard, MatchKind, Route, RouteTable, normalize_path, split_target
 from kube402.x402 import requirements
+from tests.support.payments import BASE_SEPOLIA, PAY_TO
 
 PRICED = requirements.priced_route(BASE_SEPOLIA, amount=1000, pay_to=PAY_TO, description="t")
 

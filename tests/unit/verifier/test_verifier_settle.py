@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from verifier_support import (
+
+from tests.support.payments import NOW, PAYER
+from tests.support.verifier_env import (
     CAIP2,
     TX,
     Env,
@@ -26,7 +28,6 @@ from verifier_support import (
     offer_route,
     required,
 )
-from x402_support import NOW, PAYER
 
 PENDING_TX = "0x" + "cd" * 32
 

@@ -1,11 +1,11 @@
-"""Fixtures for the x402 adapter tests (helpers live in ``x402_support``)."""
+"""Fixtures for the x402 adapter tests (helpers live in ``tests.support.payments``)."""
 
 from __future__ import annotations
 
 import pytest
-from x402_support import BASE_SEPOLIA, PAY_TO, PaymentFactory
 
 from kube402.x402 import requirements
+from tests.support.payments import BASE_SEPOLIA, PAY_TO, PaymentFactory
 
 
 @pytest.fixture

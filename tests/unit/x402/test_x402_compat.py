@@ -23,9 +23,9 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.mechanisms.evm.types import ExactEIP3009Authorization
 from x402.schemas import PaymentRequired
 from x402.schemas.v1 import PaymentRequiredV1
-from x402_support import PAYER_KEY, URL
 
 from kube402.x402 import headers, precheck, requirements
+from tests.support.payments import PAYER_KEY, URL
 
 
 def sdk_client() -> x402Client:

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from x402_support import BASE_SEPOLIA, PAY_TO, PAYER, URL
 
 from kube402.x402 import codes, headers, requirements
+from tests.support.payments import BASE_SEPOLIA, PAY_TO, PAYER, URL
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import orjson
 import pytest
-from x402_support import PAY_TO, PAYER, PaymentFactory, decode
 
 from kube402.x402 import codes, headers
+from tests.support.payments import PAY_TO, PAYER, PaymentFactory, decode
 
 MAX = headers.DEFAULT_MAX_PAYMENT_HEADER_BYTES
 Code = codes.Code
@@ -50,6 +50,7 @@ class TestWireNames:
 
 
 class TestImportCost:
+    @pytest.mark.timeout(30)  # starts a fresh interpreter
     def test_request_path_modules_import_neither_web3_nor_the_sdk(self) -> None:
         code = (
             "import sys\n"
@@ -154,7 +155,7 @@ SCHEMA_VIOLATIONS_V2 = [
     (("accepted", "amount"), "1e3"),
     (("accepted", "amount"), "-1"),
     (("accepted", "amount"), "1000 "),
-    (("accepted", "amount"), "１０００"),
+    (("accepted", "amount"), "１０００"),  # noqa: RUF001 - fullwidth digits on purpose
     (("accepted", "asset"), "0x036CbD53842c5426634e7929541eC2318f3dCF7"),
     (("accepted", "asset"), "036CbD53842c5426634e7929541eC2318f3dCF7e00"),
     (("accepted", "payTo"), "0x70997970C51812dc3A010C7d01b50e0d17dc79CZ"),

@@ -10,10 +10,10 @@ import eth_keys.backends
 import pytest
 from eth_account.messages import encode_typed_data
 from eth_hash.auto import keccak
-from x402_support import NOW, OTHER_KEY, PAYER, PaymentFactory, decode
 
 from kube402.api import chains
 from kube402.x402 import codes, headers, precheck, requirements
+from tests.support.payments import NOW, OTHER_KEY, PAYER, PaymentFactory, decode
 
 Code = codes.Code
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

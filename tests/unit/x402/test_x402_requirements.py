@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
-from x402_support import BASE_SEPOLIA, PAY_TO, URL, PaymentFactory, decode
 
 from kube402.api import chains
 from kube402.x402 import codes, headers, requirements
+from tests.support.payments import BASE_SEPOLIA, PAY_TO, URL, PaymentFactory, decode
 
 USDC_BASE_SEPOLIA = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 EXPECTED_V2_ACCEPT = {

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import orjson
-from x402_support import NOW, PAY_TO, PAYER, PaymentFactory
 
 from kube402.verifier import config as config_mod
 from kube402.verifier import gate as gate_mod
@@ -23,6 +22,7 @@ from kube402.verifier.routes import Route, RouteTable
 from kube402.verifier.table import TableKeeper
 from kube402.x402 import facilitator_client as fc
 from kube402.x402 import headers
+from tests.support.payments import NOW, PAY_TO, PAYER, PaymentFactory
 
 FAC_URL = "https://facilitator.test"
 TX = "0x" + "ab" * 32
