@@ -312,8 +312,16 @@ async def test_catalog_is_byte_identical_across_controller_restarts(
             until=lambda c: c is not None and "cat-b" in c["data"]["skill.md"],
             timeout=10,
         )
+        assert cm is not None
+        # The ConfigMap is the first of the four objects a catalog pass applies: wait for that pass to end
+        # (the writer records the hash it deployed) before stopping the controller.
+        digest = documents.content_hash(cm["data"][documents.SKILL_KEY], cm["data"][documents.SERVICES_KEY])
+
+        async def deployed() -> str | None:
+            return ctl.catalog.deployed
+
+        await eventually(deployed, until=lambda d: d == digest, timeout=10, what="the catalog pass finished")
         applies = ctl.catalog.applies
-    assert cm is not None
     async with running(control_plane, s) as ctl2:
         await eventually(lambda: _synced(ctl2), timeout=10)
         await ctl2.catalog.sync_once()
