@@ -9,7 +9,10 @@ Traefik refuses ExternalName backends and the apiserver refuses loopback Endpoin
 stack claims a network-namespace test host (``devenv.netns``) and uses its host-side address
 (``host_address``, a non-loopback address of this machine) for everything Traefik routes to: test upstreams
 bind there and are published as selector-less Services + EndpointSlices (:meth:`expose`), and so is the
-verifier's proxy gate (Service ``x402/x402-verifier:8081``). The ForwardAuth address is the verifier's
+verifier's proxy gate (Service ``x402/x402-verifier:8081``) and the in-process ``kube402 catalog``, which
+publishes itself as the endpoints of the controller's registration and catalog Services (the ERC-8004
+document, ``/skill.md``, ``/api/services.json``; ``kube402.catalog.endpoints``). The controller's agent base
+URL is Traefik's URL, so the document's ``web`` endpoint is the gated route. The ForwardAuth address is the verifier's
 loopback ``/verify`` (Traefik runs on this host). The demo (``hack/demo.py``) runs the same parts as
 background processes instead.
 """
@@ -24,10 +27,12 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from kube402.api import names
+from kube402.catalog.server import CatalogServer
 from kube402.chain import devchain, rpc, token
 from kube402.chain.facilitator import config as fac_config
 from kube402.chain.facilitator import main as fac_main
 from kube402.controller import main as controller_main
+from kube402.controller.settings import RegistrationSettings, SigningKey
 from kube402.controller.settings import Settings as ControllerSettings
 from kube402.devenv import anvil, netns, process, traefik
 from kube402.kube import resources
@@ -54,6 +59,9 @@ class LocalStack:
     buyer: LocalAccount = dataclasses.field(default_factory=lambda: devchain.dev_account(2))
     relayer: LocalAccount = dataclasses.field(default_factory=lambda: devchain.dev_account(5))
     controller_workers: int = 4
+    erc8004: LocalAccount | None = dataclasses.field(default_factory=lambda: devchain.dev_account(7))
+    """The controller's ERC-8004 signing key (a funded anvil account); None runs it keyless."""
+    erc8004_registrant: str = ""
 
     def __post_init__(self) -> None:
         self.kube: Kube | None = None
@@ -65,6 +73,8 @@ class LocalStack:
         self.controller: controller_main.Controller | None = None
         self.ingress: traefik.TraefikInfo | None = None
         self.host: netns.TestHost | None = None
+        self.catalog: CatalogServer | None = None
+        self.catalog_port = 0
         self._anvil: anvil.Anvil | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -91,6 +101,12 @@ class LocalStack:
             address=self.host_address,
             target_port=target_port,
         )
+
+    @property
+    def rpc_url(self) -> str:
+        """The local chain's JSON-RPC endpoint (anvil as Base Sepolia)."""
+        assert self._anvil is not None
+        return self._anvil.rpc_url
 
     @property
     def proxy_url(self) -> str:
@@ -144,6 +160,15 @@ class LocalStack:
 
         ctl_kube = Kube.connect(kubeconfig=str(self.kubeconfig))
         self._ctl_kube = ctl_kube
+        # Traefik starts last (it needs the controller's routes); its port is chosen now because the
+        # controller publishes it as the agent's base URL (the document's `web` endpoint, SPEC 6.6).
+        gateway_port = process.free_port()
+        registration = RegistrationSettings(
+            key=SigningKey("0x" + bytes(self.erc8004.key).hex()) if self.erc8004 is not None else None,
+            rpc_url=self._anvil.rpc_url,
+            registrant=self.erc8004_registrant,
+            readiness="objects",
+        )
         self.controller = await self._stack.enter_async_context(
             controller_main.started(
                 ctl_kube,
@@ -155,6 +180,9 @@ class LocalStack:
                     workers=self.controller_workers,
                     requeue_not_ready=1.0,
                     requeue_ready=5.0,
+                    registration=registration,
+                    agent_base_url=f"http://127.0.0.1:{gateway_port}",
+                    catalog_debounce=0.3,
                 ),
             )
         )
@@ -171,8 +199,18 @@ class LocalStack:
         )
         await self.verifier.start()
 
+        # The document Services (SPEC 4.6/4.7) select busybox pods that do not run out of cluster: the
+        # catalog serves the same ConfigMaps on the host address and publishes itself as their endpoints.
+        cat_kube = Kube.connect(kubeconfig=str(self.kubeconfig), field_manager="kube402-catalog")
+        self._cat_kube = cat_kube
+        self.catalog = CatalogServer(cat_kube)
+        self.catalog_port = process.free_port(self.host_address)
+        await self._stack.enter_async_context(
+            self.catalog.serving(self.host_address, self.catalog_port, publish_endpoints=True)
+        )
+
         self.ingress = await self._stack.enter_async_context(
-            traefik.Traefik(self.kubeconfig, log=self.workdir / "traefik.log")
+            traefik.Traefik(self.kubeconfig, log=self.workdir / "traefik.log", port=gateway_port)
         )
         return self
 
@@ -180,7 +218,11 @@ class LocalStack:
         await self._stack.aclose()
         if self.verifier is not None:
             await self.verifier.stop()
-        for k in (self.kube, getattr(self, "_ctl_kube", None)):
+        for k in (
+            self.kube,
+            getattr(self, "_ctl_kube", None),
+            getattr(self, "_cat_kube", None),
+        ):
             if k is not None:
                 await k.aclose()
         if self._anvil is not None:

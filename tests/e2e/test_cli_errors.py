@@ -294,10 +294,14 @@ async def test_unknown_offer(control_plane: ControlPlaneInfo, tmp_path: Path) ->
         assert "Traceback" not in run.out + run.err
 
 
-async def test_register_is_plainly_not_available(tmp_path: Path) -> None:
-    run = await cli("sell", "register", env=cli_env(), cwd=tmp_path)
-    assert run.code == 1
-    assert "`kube402 sell register` is not available in this build" in run.err
+async def test_register_without_a_key_or_uri_says_which_flag(tmp_path: Path) -> None:
+    run = await cli("sell", "register", "--rpc-url", "http://127.0.0.1:9", env=cli_env(), cwd=tmp_path)
+    assert run.code == 2, str(run)
+    assert "--agent-uri or --endpoint is required" in run.err
+    assert "Traceback" not in run.out + run.err
+    run = await cli("sell", "register", "--endpoint", "http://seller.example", env=cli_env(), cwd=tmp_path)
+    assert run.code == 2, str(run)
+    assert "--rpc-url is required" in run.err
     assert "Traceback" not in run.out + run.err
 
 

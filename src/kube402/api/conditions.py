@@ -74,6 +74,11 @@ class Reason(enum.StrEnum):
     PENDING = "Pending"
     REGISTERED = "Registered"
     OFF_CHAIN_ONLY = "OffChainOnly"
+    # RegistrationRequest phases surfaced as Registered reasons (SPEC 3.1 row 5; issue 12)
+    PUBLISHING = "Publishing"
+    REGISTERING = "Registering"
+    AWAITING_EXTERNAL_REGISTRATION = "AwaitingExternalRegistration"
+    TOMBSTONED = "Tombstoned"
     RECONCILING = "Reconciling"
 
 

@@ -21,6 +21,7 @@ from typing import Any, Final, cast
 from eth_abi import abi
 from hexbytes import HexBytes
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
 from web3.types import FilterParams, TxReceipt
 
 from kube402.chain import artifacts, rpc
@@ -33,6 +34,7 @@ __all__ = [
     "IdentityRegistry",
     "Registered",
     "encode_set_metadata",
+    "local_signer",
     "parse_registered",
 ]
 
@@ -58,6 +60,18 @@ class Registered:
     log_index: int
 
 
+def local_signer(private_key: str) -> rpc.LocalSigner:
+    """A signer for a hex private key (optional ``0x``). The key never appears in an error message."""
+    from eth_account import Account
+
+    text = private_key.strip().removeprefix("0x").removeprefix("0X")
+    try:
+        account = Account.from_key(bytes.fromhex(text))
+    except (ValueError, TypeError):
+        raise ValueError("the ERC-8004 private key is not 32 bytes of hex") from None
+    return rpc.LocalSigner(account)
+
+
 def encode_set_metadata(agent_id: int, key: str, value: bytes) -> bytes:
     """Calldata of ``setMetadata(uint256,string,bytes)`` (selector ``0x466648da``), ABI-encoded."""
     selector = artifacts.load(artifacts.REGISTRY).selector(_SET_METADATA)
@@ -78,7 +92,7 @@ def _decode_registered(log: Mapping[str, Any]) -> Registered:
 
 
 def parse_registered(logs: Iterable[Mapping[str, Any]], *, registry: str) -> list[Registered]:
-    """The ``Registered`` events among ``logs`` (a receipt's or ``eth_getLogs``'), emitted by ``registry`` only."""
+    """The ``Registered`` events among ``logs`` (a receipt's or ``eth_getLogs``'), emitted by ``registry``."""
     address = Web3.to_checksum_address(registry)
     return [
         _decode_registered(log)
@@ -151,11 +165,46 @@ class IdentityRegistry:
         """``getAgentWallet``: the zero address when unset, cleared by a transfer, or unknown."""
         return str(await self.rpc.run(self.contract.functions.getAgentWallet(agent_id).call))
 
+    # ---- recovery helpers (SPEC 6.3 step 7) ----
+
+    async def registered_in_receipt(self, tx_hash: str) -> tuple[bool, list[Registered]]:
+        """(mined, Registered events of this registry) for ``tx_hash``; (False, []) while there is no receipt.
+        A mined but reverted transaction counts as mined with no events."""
+        try:
+            receipt = await self.rpc.run(
+                functools.partial(self.rpc.w3.eth.get_transaction_receipt, HexBytes(tx_hash))
+            )
+        except rpc.ChainError as err:  # web3 raises TransactionNotFound (an RPC error) while unmined
+            if isinstance(err.__cause__, TransactionNotFound):
+                return False, []
+            raise
+        if receipt is None:
+            return False, []
+        if receipt["status"] != 1:
+            return True, []
+        return True, parse_registered(receipt["logs"], registry=self.address)
+
+    async def transaction_known(self, tx_hash: str) -> bool:
+        """Whether the node still knows ``tx_hash`` (in its pool or mined); False once it was dropped."""
+        try:
+            await self.rpc.run(functools.partial(self.rpc.w3.eth.get_transaction, HexBytes(tx_hash)))
+        except rpc.ChainError as err:
+            if isinstance(err.__cause__, TransactionNotFound):
+                return False
+            raise
+        return True
+
+    async def confirmed_nonce(self, address: str) -> int:
+        """``eth_getTransactionCount(address, "latest")``: a transaction signed with it can only replace an
+        unmined earlier one, never add a second."""
+        sender = Web3.to_checksum_address(address)
+        return int(await self.rpc.run(lambda: self.rpc.w3.eth.get_transaction_count(sender, "latest")))
+
     async def find_registered(
         self, *, from_block: int, to_block: int | None = None, owner: str | None = None, chunk: int = 2_000
     ) -> list[Registered]:
-        """``Registered`` logs in [from_block, to_block] (default: head), optionally by owner, scanned in chunks
-        (public RPCs cap ``eth_getLogs`` ranges)."""
+        """``Registered`` logs in [from_block, to_block] (default: head), optionally by owner, scanned in
+        chunks (public RPCs cap ``eth_getLogs`` ranges)."""
         if chunk < 1:
             raise ValueError("chunk must be positive")
         last = await self.rpc.block_number() if to_block is None else to_block

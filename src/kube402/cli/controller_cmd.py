@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 
-from kube402.controller.settings import GatewayRef, ServiceRef, Settings
+from kube402.controller.settings import GatewayRef, RegistrationSettings, ServiceRef, Settings
 
 __all__ = ["add_parser", "run"]
 
@@ -42,6 +42,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--requeue-ready", type=float, default=d.requeue_ready)
     p.add_argument("--requeue-not-ready", type=float, default=d.requeue_not_ready)
+    p.add_argument("--static-image", default=d.static_image, help="registration and catalog httpd image")
+    p.add_argument(
+        "--registration-readiness",
+        choices=["strict", "objects"],
+        default="strict",
+        help="objects: only check that the registration objects exist (clusters without nodes or Gateway)",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
             leader_elect=args.leader_elect,
             requeue_ready=args.requeue_ready,
             requeue_not_ready=args.requeue_not_ready,
+            static_image=args.static_image,
+            registration=RegistrationSettings.from_env(os.environ, readiness=args.registration_readiness),
         )
+        from kube402.controller import registration
+
+        registration.validate(settings)
     except ValueError as err:
         print(f"kube402 controller: {err}")
         return 2

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from kube402.cli import (
         buy_cmd,
         buyer_cmd,
+        catalog_cmd,
         controller_cmd,
         dev_cmd,
         facilitator_cmd,
@@ -37,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         verifier_cmd,
     )
 
-    for module in (controller_cmd, verifier_cmd, facilitator_cmd, dev_cmd, sell_cmd, buyer_cmd, buy_cmd):
+    for module in (
+        controller_cmd,
+        verifier_cmd,
+        facilitator_cmd,
+        dev_cmd,
+        sell_cmd,
+        buyer_cmd,
+        buy_cmd,
+        catalog_cmd,
+    ):
         module.add_parser(sub)
     return parser
 

@@ -32,14 +32,12 @@ from kube402.kube import resources
 from kube402.verifier import config as verifier_config
 from kube402.verifier import offers as verifier_offers
 
-__all__ = ["REGISTER", "add_parser"]
+__all__ = ["add_parser"]
 
 PRICING_CONFIGMAP = "x402-pricing"
 PRICING_KEY = "pricing.yaml"
 SECRETS = "x402-secrets"
 DEFAULT_PORT = 8080
-REGISTER: Callable[[argparse.Namespace], int] | None = None
-"""Direct ERC-8004 registration (``sell register``); wired by the registration work, absent in this build."""
 
 
 # -- parser ----------------------------------------------------------------------------------------
@@ -172,7 +170,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     i.add_argument("--system-namespace", default=names.SYSTEM_NAMESPACE, help=argparse.SUPPRESS)
     i.set_defaults(func=_run(cmd_info))
 
-    r = s.add_parser("register", help="direct ERC-8004 registration of the stack's agent (not in this build)")
+    r = s.add_parser("register", help="direct ERC-8004 registration of the stack's agent")
     r.add_argument("--chain", default="base-sepolia")
     r.add_argument("--endpoint")
     r.add_argument("--name", default="Obol Agent")
@@ -742,12 +740,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise UsageError(
             "--sponsored is refused: gasless sponsored registration produced event-less transactions"
         )
-    if REGISTER is None:
-        raise CliError(
-            "`kube402 sell register` is not available in this build: "
-            "direct ERC-8004 registration is not built yet"
-        )
-    return REGISTER(args)
+    from kube402.cli import sell_register
+
+    return sell_register.run(args)
 
 
 def describe(obj: Mapping[str, Any]) -> str:

@@ -19,7 +19,9 @@ import prometheus_client
 from kube402 import aio
 from kube402.api import names, v1alpha1
 from kube402.controller import render
+from kube402.controller.catalog import CatalogWriter
 from kube402.controller.reconcile import CHILD_RESOURCES, Caches, Reconciler
+from kube402.controller.registration import CleanupPending, RegistrationRuntime, index_registration
 from kube402.controller.settings import Settings
 from kube402.controller.upstream import Resolution
 from kube402.kube import endpoints, errors, resources
@@ -91,8 +93,18 @@ class Controller:
             self.slices.store.add_index(
                 "service", lambda o: [k] if (k := endpoints.slice_service_key(o)) else []
             )
-        self.informers = [self.offers, *self.children.values(), self.services] + (
-            [self.slices] if self.slices else []
+        # registration (issue 12): RR informer + its own queue, base-URL ConfigMap, catalog writer
+        self.offers.store.add_index("registration", index_registration)
+        self.registration = RegistrationRuntime(
+            kube, settings, offers=self.offers, offer_queue=self.queue, registry=self.metrics.registry
+        )
+        self.catalog = CatalogWriter(kube, settings, offers=self.offers.store)
+        self.offers.add_handler(self.registration.on_offer)
+        self.offers.add_handler(lambda _event: self.catalog.schedule())
+        self.informers = (
+            [self.offers, *self.children.values(), self.services]
+            + ([self.slices] if self.slices else [])
+            + self.registration.informers
         )
         self.offers.add_handler(self._on_offer)
         for inf in self.children.values():
@@ -158,7 +170,7 @@ class Controller:
             except errors.Conflict:
                 self.metrics.reconciles.labels("conflict").inc()
                 self.queue.add_rate_limited(key)
-            except errors.ApiError as err:
+            except (errors.ApiError, CleanupPending) as err:
                 self.metrics.reconciles.labels("error").inc()
                 delay = self.queue.add_rate_limited(key)
                 log.warning("reconcile %s/%s failed: %s; retry in %.0fs", *key, err, delay)
@@ -193,15 +205,21 @@ class Controller:
         )
         limits = httpx.Limits(max_connections=max(16, self.settings.workers * 2))
         async with httpx.AsyncClient(limits=limits, trust_env=False) as http:
+            recorder = Recorder(self.kube, component=names.FIELD_MANAGER, instance=self.settings.identity)
             reconciler = Reconciler(
                 kube=self.kube,
                 caches=caches,
                 http=http,
                 settings=self.settings,
-                recorder=Recorder(self.kube, component=names.FIELD_MANAGER, instance=self.settings.identity),
+                recorder=recorder,
+                registration=self.registration.offer_side,
             )
             try:
-                await asyncio.gather(*(self._worker(reconciler) for _ in range(self.settings.workers)))
+                await asyncio.gather(
+                    *(self._worker(reconciler) for _ in range(self.settings.workers)),
+                    self.registration.run_workers(recorder),  # issue 12
+                    self.catalog.run(),  # issue 12
+                )
             finally:
                 self.metrics.leader.set(0)
 

@@ -19,6 +19,7 @@ import httpx
 from kube402.api import chains, money, names, v1alpha1, validation
 from kube402.api import conditions as c
 from kube402.controller import render, status, upstream
+from kube402.controller.registration import OfferRegistration
 from kube402.controller.settings import Settings
 from kube402.kube import errors, resources
 from kube402.kube.client import Kube
@@ -93,7 +94,9 @@ class Reconciler:
         settings: Settings,
         recorder: Recorder,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        registration: OfferRegistration | None = None,
     ) -> None:
+        self.registration = registration
         self.kube = kube
         self.caches = caches
         self.http = http
@@ -144,6 +147,8 @@ class Reconciler:
         out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
         for res in CHILD_RESOURCES:
             for obj in self.caches.children[res.kind].by_index("owner", owner):
+                if "obol.org/registration" in ((obj.get("metadata") or {}).get("labels") or {}):
+                    continue  # owned by the RegistrationRequest (so-<name>-wellknown), not the offer (issue 12)
                 out[render.child_key({**obj, "kind": res.kind})] = obj
         return out
 
@@ -283,12 +288,23 @@ class Reconciler:
         except errors.ApiError as err:  # a failed withdrawal
             failure = err
 
+        # Registration sub-step (SPEC 5.3, issue 12).
+        registered = status.registered_condition(offer)
+        agent: tuple[str, str] | None = None
+        if self.registration is not None:
+            try:
+                registered, agent_id, tx_hash = await self.registration.step(offer, route_published=route[0])
+                agent = (agent_id, tx_hash)
+            except errors.ApiError as err:
+                registered = (False, R.APPLY_FAILED, str(err))
+                failure = failure or err
         observed = status.Observed(
             model=model,
             upstream=up,
             gate=gate,
             route=route,
-            registered=status.registered_condition(offer),
+            registered=registered,
+            agent=agent,
         )
         desired_status = status.build(offer, observed, now=self.clock())
         if status.status_changed(offer.status, desired_status):
@@ -315,6 +331,8 @@ class Reconciler:
         await self.kube.delete(
             resources.MIDDLEWARE, names.middleware_name(offer.name), namespace=offer.namespace
         )
+        if self.registration is not None:  # SPEC 5.4 steps 2-5 (issue 12): raises until tombstoned
+            await self.registration.cleanup(offer)
         remaining = [f for f in offer.metadata.finalizers if f != names.FINALIZER]
         await self.kube.merge_patch(
             resources.SERVICE_OFFER,
@@ -346,6 +364,9 @@ class Reconciler:
             await self.recorder.event(
                 obj, reason="Withdrawn", message=f"Route withdrawn: {cause}", warning=True
             )
+        reg_old, reg_new = old.get("Registered"), cur["Registered"]
+        if reg_new.reason == R.REGISTERED and (reg_old is None or reg_old.reason != R.REGISTERED):
+            await self.recorder.event(obj, reason="Registered", message=reg_new.message)
         gate_old = old.get("PaymentGateReady")
         if gate_new.reason in (R.INVALID_PRICE, R.INVALID_NETWORK, R.INVALID_SPEC) and (
             gate_old is None or gate_old.reason != gate_new.reason or gate_old.message != gate_new.message

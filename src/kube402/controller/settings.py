@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Mapping
 
 from kube402.api import names
 
-__all__ = ["GatewayRef", "ServiceRef", "Settings"]
+__all__ = ["GatewayRef", "RegistrationSettings", "ServiceRef", "Settings", "SigningKey"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,3 +78,83 @@ class Settings:
     """Lease holder identity."""
     metrics_listen: str = "127.0.0.1:8081"
     """Ops endpoints (/healthz, /readyz, /metrics); empty disables."""
+    # -- registration (issue 12) --
+    registration: RegistrationSettings = dataclasses.field(default_factory=lambda: RegistrationSettings())
+    static_image: str = "busybox:1.36"
+    """Image of the registration and catalog httpd Deployments."""
+    agent_base_url: str = dataclasses.field(default_factory=lambda: os.environ.get("AGENT_BASE_URL", ""))
+    """Public base URL override (AGENT_BASE_URL); empty: the obol-stack-config ConfigMap, then the default."""
+    catalog_debounce: float = 1.0
+
+
+DEFAULT_RPC_URL = "https://sepolia.base.org"
+DEFAULT_IDENTITY_CHAIN = "base-sepolia"
+
+
+class SigningKey:
+    """An ERC-8004 private key (hex) that never prints: repr and str are redacted."""
+
+    __slots__ = ("_hex",)
+
+    def __init__(self, hex_key: str) -> None:
+        self._hex = hex_key.strip()
+
+    def reveal(self) -> str:
+        return self._hex
+
+    def __repr__(self) -> str:
+        return "SigningKey(<redacted>)"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SigningKey | None:
+        """``ERC8004_PRIVATE_KEY``, else the file named by ``ERC8004_PRIVATE_KEY_FILE``; None when neither."""
+        value = env.get("ERC8004_PRIVATE_KEY", "").strip()
+        if not value and env.get("ERC8004_PRIVATE_KEY_FILE"):
+            path = env["ERC8004_PRIVATE_KEY_FILE"]
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    value = fh.read().strip()
+            except OSError as err:
+                raise ValueError(f"ERC8004_PRIVATE_KEY_FILE {path} cannot be read: {err.strerror}") from None
+        return cls(value) if value else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegistrationSettings:
+    """ERC-8004 identity settings (SPEC 5.7)."""
+
+    key: SigningKey | None = dataclasses.field(default=None, repr=False)
+    rpc_url: str = DEFAULT_RPC_URL
+    chain: str = DEFAULT_IDENTITY_CHAIN
+    registry: str = ""
+    """Override of the official address (local chains); empty = the table."""
+    registrant: str = ""
+    """Keyless mode: the address expected to register externally."""
+    log_chunk: int = 2000
+    readiness: str = "strict"
+    """strict | objects (SPEC 6.3 step 3)."""
+    rpc_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> RegistrationSettings:
+        kw: dict[str, object] = {
+            "key": SigningKey.from_env(env),
+            "rpc_url": env.get("ERC8004_RPC_URL") or DEFAULT_RPC_URL,
+            "chain": env.get("ERC8004_CHAIN") or DEFAULT_IDENTITY_CHAIN,
+            "registry": env.get("ERC8004_REGISTRY", ""),
+            "registrant": env.get("ERC8004_REGISTRANT", ""),
+        }
+        chunk = env.get("ERC8004_LOG_CHUNK")
+        if chunk:
+            try:
+                kw["log_chunk"] = int(chunk)
+            except ValueError:
+                raise ValueError(f"ERC8004_LOG_CHUNK must be a positive integer, got {chunk!r}") from None
+            if int(chunk) < 1:
+                raise ValueError(f"ERC8004_LOG_CHUNK must be a positive integer, got {chunk!r}")
+        kw.update(overrides)
+        if kw.get("readiness") not in (None, "strict", "objects"):
+            raise ValueError(f"--registration-readiness must be strict or objects, got {kw['readiness']!r}")
+        return cls(**kw)  # type: ignore[arg-type]

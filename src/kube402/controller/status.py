@@ -77,6 +77,8 @@ class Observed:
     gate: CondValue
     route: CondValue
     registered: CondValue
+    agent: tuple[str, str] | None = None
+    """(agentId, registrationTxHash) from the RegistrationRequest; None keeps the offer's (issue 12)."""
 
 
 def model_condition(offer: v1alpha1.ServiceOffer) -> CondValue:
@@ -196,8 +198,8 @@ def build(
         "endpoint": offer.effective_path,
         "observedGeneration": offer.metadata.generation,
     }
-    for field in ("agentId", "registrationTxHash"):
-        value = offer.status.get(field)
+    agent = observed.agent or (offer.status.get("agentId"), offer.status.get("registrationTxHash"))
+    for field, value in zip(("agentId", "registrationTxHash"), agent, strict=True):
         if isinstance(value, str) and value:
             status[field] = value
     return status

@@ -29,6 +29,7 @@ from kube402.devenv import process, stack
 __all__ = [
     "BUYER_INDEX",
     "ENV_KEYS",
+    "ERC8004_INDEX",
     "PORTS",
     "RELAYER_INDEX",
     "SELLER_INDEX",
@@ -39,10 +40,13 @@ __all__ = [
     "wait_http",
 ]
 
-PORTS = ("facilitator", "verifier", "gate", "controller", "upstream")
+PORTS = ("facilitator", "verifier", "gate", "controller", "upstream", "catalog")
 SELLER_INDEX = 1
 BUYER_INDEX = 2
 RELAYER_INDEX = 5
+ERC8004_INDEX = 7
+"""Dev account whose key the local controller registers with (ERC-8004); its address is in dev.env as
+KUBE402_ERC8004_OWNER."""
 BUYER_FUNDS = 1_000_000_000
 ENV_KEYS = (
     "KUBE402_GATEWAY_URL",
@@ -50,8 +54,10 @@ ENV_KEYS = (
     "X402_FACILITATOR_URL",
     "KUBE402_VERIFIER_URL",
     "KUBE402_GATE_URL",
+    "KUBE402_CATALOG_URL",
     "KUBE402_BUYER_KEY_FILE",
     "KUBE402_BUYER_ADDRESS",
+    "KUBE402_ERC8004_OWNER",
     "X402_WALLET",
 )
 
@@ -120,6 +126,7 @@ async def start(directory: Path, *, controller_workers: int = 4, upstream: bool 
     relayer = devchain.dev_account(RELAYER_INDEX)
     kubeconfig = state.kubeconfig
     host = host_address(state)
+    gateway_url = str(state.extra["KUBE402_GATEWAY_URL"])
     _spawn(
         directory,
         state,
@@ -169,8 +176,21 @@ async def start(directory: Path, *, controller_workers: int = 4, upstream: bool 
             str(controller_workers),
             "--metrics-listen",
             f"127.0.0.1:{ports['controller']}",
+            "--registration-readiness",
+            "objects",
         ],
+        # issue 12: a funded anvil account as the ERC-8004 key; the public base URL is the local ingress
+        # (Traefik), which serves both the offers and the documents.
+        env={
+            "ERC8004_PRIVATE_KEY": devchain.dev_account(ERC8004_INDEX).key.hex(),
+            "ERC8004_RPC_URL": state.rpc_url,
+            "AGENT_BASE_URL": gateway_url,
+        },
     )
+    # The document Services select pods that do not run here: the catalog serves the same ConfigMaps on the
+    # host address and, behind Traefik, publishes itself as their EndpointSlices.
+    catalog = ["catalog", "--kubeconfig", kubeconfig, "--listen", f"{host}:{ports['catalog']}"]
+    _spawn(directory, state, "catalog", [*catalog, "--publish-endpoints"] if host != "127.0.0.1" else catalog)
     if upstream:
         _spawn(
             directory,
@@ -185,6 +205,7 @@ async def start(directory: Path, *, controller_workers: int = 4, upstream: bool 
     await wait_http(f"http://127.0.0.1:{ports['controller']}/healthz", "controller")
     if upstream:
         await wait_http(f"http://{host}:{ports['upstream']}/health", "demo upstream")
+    await wait_http(f"http://{host}:{ports['catalog']}/healthz", "catalog")
     return ports
 
 
@@ -202,8 +223,10 @@ def endpoints(directory: Path, state: stack.DevState, ports: dict[str, int]) -> 
         "X402_FACILITATOR_URL": fac,
         "KUBE402_VERIFIER_URL": f"http://127.0.0.1:{ports['verifier']}",
         "KUBE402_GATE_URL": f"http://{host_address(state)}:{ports['gate']}",
+        "KUBE402_CATALOG_URL": f"http://{host_address(state)}:{ports['catalog']}",
         "KUBE402_BUYER_KEY_FILE": str(directory / "buyer.key"),
         "KUBE402_BUYER_ADDRESS": devchain.dev_account(BUYER_INDEX).address,
+        "KUBE402_ERC8004_OWNER": devchain.dev_account(ERC8004_INDEX).address,
         "X402_WALLET": devchain.dev_account(SELLER_INDEX).address,
     }
 

@@ -115,7 +115,12 @@ async def up(directory: Path, *, progress: Progress = lambda _: None) -> tuple[D
 
         progress("placing USDC and the ERC-8004 identity registry at their Base Sepolia addresses")
         dc = await devchain.setup_base_sepolia(chain.rpc_url)
-        extra.update({"KUBE402_USDC": dc.token, "KUBE402_IDENTITY_REGISTRY": dc.registry})
+        extra.update(
+            {
+                "KUBE402_USDC": dc.token,
+                "KUBE402_IDENTITY_REGISTRY": dc.registry,
+            }
+        )
         extra.update(await _start_ingress(directory, info.kubeconfig, pids, progress))
         state = DevState(
             directory=directory,

@@ -185,13 +185,14 @@ async def start_detached(kubeconfig: Path, *, log: Path, port: int = 0, within: 
 class Traefik:
     """``async with Traefik(kubeconfig, log=...) as t:`` — started on entry, stopped by PID on exit."""
 
-    def __init__(self, kubeconfig: Path, *, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, *, log: Path, port: int = 0) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
+        self.port = port
         self.info: TraefikInfo | None = None
 
     async def __aenter__(self) -> TraefikInfo:
-        self.info = await start_detached(self.kubeconfig, log=self.log)
+        self.info = await start_detached(self.kubeconfig, log=self.log, port=self.port)
         return self.info
 
     async def __aexit__(self, *exc: object) -> None:
