@@ -43,6 +43,7 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
             "facilitator",
             "verifier",
             "controller",
+            "catalog",
         }
         assert all(process.alive(pid) for pid in pids.values())
         assert (tmp_path / ".kube402" / "dev.env").read_text().splitlines()[:2] == [
@@ -54,6 +55,7 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
             env["KUBE402_RPC_URL"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
         ).json()
         assert chain_id["result"] == "0x14a34"
+        assert env["KUBE402_ERC8004_OWNER"].startswith("0x"), "the local controller's ERC-8004 key owner"
 
         # Real Traefik on loopback, routing the Gateway's listener: nothing sold yet, so its own 404.
         gateway = env["KUBE402_GATEWAY_URL"]
