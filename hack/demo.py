@@ -4,7 +4,8 @@ Every step a seller takes is a `kube402` command, echoed before its output so th
 `dev up` (real kube-apiserver + etcd, anvil as Base Sepolia, real Traefik as the ingress, facilitator,
 verifier, controller), `dev upstream` (a demo OpenAI-compatible service on the test-host address and its
 selector-less Service + EndpointSlice, the form Traefik routes to), `sell pricing`, `sell http … --wait`,
-`sell test`, `sell list`. Then buyers pay through Traefik (`KUBE402_GATEWAY_URL`): once with the x402
+`sell test`, `sell list`; the offer registers as an ERC-8004 agent (`--register`; agentId, tx, document and
+`/skill.md` row printed, ``hack/demo_registration.py``). Then buyers pay through Traefik (`KUBE402_GATEWAY_URL`): once with the x402
 package's client, once as an agent (the openai client) through `kube402 buyer` spending vouchers signed by
 `kube402 buy vouchers` (``hack/demo_buyer.py``); the balances are read from the chain. Everything keeps
 running afterwards; `kube402 dev down` stops it.
@@ -22,10 +23,12 @@ import time
 from pathlib import Path
 
 from demo_buyer import buy_and_chat  # hack/ is on sys.path: this file runs as a script
+from demo_registration import register_step
 from eth_account import Account
 
 from kube402.api import money
 from kube402.chain import rpc, token
+from kube402.kube.client import Kube
 
 STATE = Path(".kube402")
 NS = "llm"
@@ -82,6 +85,23 @@ async def agent_buys(env: dict[str, str]) -> int:
     return await seller_balance(env) - before
 
 
+async def show_registration(env: dict[str, str]) -> None:
+    """The offer's ERC-8004 identity: agentId, tx, the document and its /skill.md row, through Traefik."""
+    print("\n# the offer is findable: ERC-8004 agent on the local Base Sepolia registry, /skill.md catalog")
+    kube = Kube.connect(kubeconfig=env["KUBECONFIG"], field_manager="kube402-demo")
+    try:
+        await register_step(
+            kube,
+            ns=NS,
+            offer=OFFER,
+            gateway_url=env["KUBE402_GATEWAY_URL"],
+            rpc_url=env["KUBE402_RPC_URL"],
+            say=say,
+        )
+    finally:
+        await kube.aclose()
+
+
 async def pay(env: dict[str, str], url: str, key: str) -> int:
     from x402 import x402Client
     from x402.http.clients.httpx import x402HttpxClient
@@ -128,10 +148,12 @@ def main() -> int:
     )
     kube402(
         "sell", "http", OFFER, "-n", NS, "--upstream", "ollama", "--port", port,
-        "--price", "0.001", "--wallet", env["X402_WALLET"], "--gate-mode", "proxy", "--wait",
+        "--price", "0.001", "--wallet", env["X402_WALLET"], "--gate-mode", "proxy",
+        "--register", "--register-description", "kube402 demo: pay per request", "--wait",
     )  # fmt: skip
     kube402("sell", "test", OFFER, "-n", NS)
     kube402("sell", "list", "-n", NS)
+    asyncio.run(show_registration(env))
     url = f"{env['KUBE402_GATEWAY_URL']}/services/{OFFER}/v1/chat/completions"
     moved = asyncio.run(pay(env, url, Path(env["KUBE402_BUYER_KEY_FILE"]).read_text().strip()))
     if moved != 1000:
