@@ -2,13 +2,13 @@
 
 Every step a seller takes is a `kube402` command, echoed before its output so the demo teaches the CLI:
 `dev up` (real kube-apiserver + etcd, anvil as Base Sepolia, real Traefik as the ingress, facilitator,
-verifier, controller), `dev upstream` (a demo OpenAI-compatible service on the test-host address and its
-selector-less Service + EndpointSlice, the form Traefik routes to), `sell pricing`, `sell http … --wait`,
-`sell test`, `sell list`; the offer registers as an ERC-8004 agent (`--register`; agentId, tx, document and
+verifier, controller, catalog), `dev upstream` (a demo OpenAI-compatible service on the test-host address and
+its selector-less Service + EndpointSlice, the form Traefik routes to), `sell pricing`, `sell http … --wait`,
+`sell test`, `sell list`. The offer registers as an ERC-8004 agent (`--register`; agentId, tx, document and
 `/skill.md` row printed, ``hack/demo_registration.py``). Then buyers pay through Traefik
-(`KUBE402_GATEWAY_URL`): once with the x402 package's client, once as an agent (the openai client) through `kube402 buyer` spending vouchers signed by
-`kube402 buy vouchers` (``hack/demo_buyer.py``); the balances are read from the chain. Everything keeps
-running afterwards; `kube402 dev down` stops it.
+(`KUBE402_GATEWAY_URL`): once with the x402 package's client, once as an agent (the openai client) through
+`kube402 buyer` spending vouchers signed by `kube402 buy vouchers` (``hack/demo_buyer.py``); the balances are
+read from the chain. Everything keeps running afterwards; `kube402 dev down` stops it.
 """
 
 from __future__ import annotations
