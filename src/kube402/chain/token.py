@@ -27,6 +27,7 @@ __all__ = [
     "RECEIVE_WITH_AUTHORIZATION_TYPEHASH",
     "TRANSFER_WITH_AUTHORIZATION_TYPEHASH",
     "Authorization",
+    "AuthorizationOutcome",
     "Domain",
     "Token",
     "sign_authorization",
@@ -196,6 +197,30 @@ class Token:
         fn = self.contract.functions.authorizationState(Web3.to_checksum_address(authorizer), nonce)
         return bool(await self.rpc.run(fn.call))
 
+    async def authorization_outcome(
+        self, authorizer: str, nonce: bytes, *, lookback_blocks: int = 50_000
+    ) -> AuthorizationOutcome:
+        """What happened to an EIP-3009 authorization: used (a transfer to its ``to`` of its ``value`` ran,
+        since the signature binds both; the hash of that transaction when its log is found), canceled (no
+        transfer), or unused. Raises :class:`~kube402.chain.rpc.ChainError` when the node cannot say."""
+        if not await self.authorization_state(authorizer, nonce):
+            return AuthorizationOutcome("unused")
+        latest = await self.rpc.block_number()
+        topics = [None, _topic_address(authorizer), "0x" + nonce.hex()]
+        window = {
+            "address": self.address,
+            "fromBlock": hex(max(0, latest - lookback_blocks)),
+            "toBlock": "latest",
+        }
+        canceled = await self.rpc.request(
+            "eth_getLogs", [{**window, "topics": [_AUTH_CANCELED, *topics[1:]]}]
+        )
+        if canceled:
+            return AuthorizationOutcome("canceled")
+        used = await self.rpc.request("eth_getLogs", [{**window, "topics": [_AUTH_USED, *topics[1:]]}])
+        tx = str(Web3.to_hex(used[-1]["transactionHash"])) if used else ""
+        return AuthorizationOutcome("used", tx)
+
     async def mint(self, to: str, amount: int, *, signer: rpc.TxSigner) -> TxReceipt:
         """Owner-only test funding (TestUSDC); ``amount`` in atomic units."""
         _check_amount(amount)
@@ -222,6 +247,20 @@ class Token:
                 "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
             )(*auth.args(), signature)
         return await self.rpc.transact(signer, fn)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuthorizationOutcome:
+    state: Literal["used", "canceled", "unused"]
+    tx_hash: str = ""
+
+
+_AUTH_USED: Final = Web3.to_hex(Web3.keccak(text="AuthorizationUsed(address,bytes32)"))
+_AUTH_CANCELED: Final = Web3.to_hex(Web3.keccak(text="AuthorizationCanceled(address,bytes32)"))
+
+
+def _topic_address(address: str) -> str:
+    return "0x" + "00" * 12 + address.lower().removeprefix("0x")
 
 
 def _check_amount(amount: int) -> None:

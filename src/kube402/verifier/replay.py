@@ -24,6 +24,8 @@ class State(enum.StrEnum):
     SETTLED = "settled"
     VERIFY_ONLY = "verify_only"
     PENDING = "pending"
+    HEAD_USED = "head_used"
+    """A paid HEAD was served (never settled): no further HEAD with it; a GET may still settle it."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,6 +90,9 @@ class ReplayStore:
 
     def verify_only(self, key: Key, *, valid_before: int) -> None:
         self._entries[key] = Entry(State.VERIFY_ONLY, expires=float(valid_before))
+
+    def head_used(self, key: Key, *, valid_before: int) -> None:
+        self._entries[key] = Entry(State.HEAD_USED, expires=float(valid_before))
 
     def pending(self, key: Key, *, payload_hash: str, tx: str, valid_before: int) -> None:
         self._entries[key] = Entry(
