@@ -11,11 +11,13 @@ while it could still execute.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -101,6 +103,9 @@ class Admitted:
     payer: str
     pending_tx: str | None = None
     """Set when this request resumes an earlier settlement whose outcome is unknown (its tx hash, maybe "")."""
+    claim: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(18))
+    """Per-request idempotency key sent to the facilitator (``X-Kube402-Claim``): a claim-aware facilitator
+    admits one request per payment across all replicas; this request's own retries reuse it."""
     settling: bool = False
     """A settle call may have reached the facilitator: abandoning now leaves the outcome unknown."""
     done: bool = False
@@ -137,6 +142,7 @@ class Gate:
         self.ready = False
         self.replay = ReplayStore(replay_ttl=config.replay_ttl, clock=clock)
         self._retry_after = str(config.retry_after)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def unmatched(self) -> str:
@@ -339,6 +345,7 @@ class Gate:
         payload_hash = hashlib.sha256(orjson.dumps(decoded.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
         existing = self.replay.begin(key, payload_hash=payload_hash)
         pending_tx: str | None = None
+        pending_claim = ""
         if existing is not None:
             if existing.state is State.IN_FLIGHT:
                 m.failed.inc(labels)
@@ -357,6 +364,7 @@ class Gate:
                     )
                 self.replay.take_over(key)
                 pending_tx = existing.tx
+                pending_claim = existing.claim
             else:
                 return self.refuse(
                     route,
@@ -381,12 +389,15 @@ class Gate:
             payer=auth.from_address,
             pending_tx=pending_tx,
         )
+        if pending_claim:
+            admitted.claim = pending_claim
         if pending_tx is not None:
             return admitted  # it verified before; only its settlement is unresolved
         try:
             return await self._verify(admitted, accept=accept)
         except BaseException:
             self.replay.drop(key)  # cancelled (client gone) or a bug: nothing may stay in flight
+            self._release_claim(admitted)
             raise
 
     def min_proxy_window(self) -> int:
@@ -405,6 +416,7 @@ class Gate:
         vb = a.decoded.authorization.valid_before
         if head:
             self.replay.head_used(a.key, valid_before=vb)
+            self._release_claim(a)  # the paid request that may follow the HEAD needs the claim
         else:
             self.replay.verify_only(a.key, valid_before=vb)
 
@@ -420,6 +432,7 @@ class Gate:
                 payload_hash=a.payload_hash,
                 tx=a.pending_tx or "",
                 valid_before=a.decoded.authorization.valid_before,
+                claim=a.claim,
             )
         else:
             self.release(a)
@@ -431,12 +444,14 @@ class Gate:
         a.done = True
         if a.pending_tx is None:
             self.replay.drop(a.key)
+            self._release_claim(a)
         else:
             self.replay.pending(
                 a.key,
                 payload_hash=a.payload_hash,
                 tx=a.pending_tx,
                 valid_before=a.decoded.authorization.valid_before,
+                claim=a.claim,
             )
 
     def _bad(self, route: Route, challenge: requirements.Challenge, code: Code, message: str) -> Response:
@@ -459,10 +474,13 @@ class Gate:
             )
         start = time.perf_counter()
         try:
-            result = await fac.client.verify(a.decoded.raw, a.server_requirements, version=a.decoded.version)
+            result = await fac.client.verify(
+                a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
+            )
         except facilitator_client.FacilitatorUnavailable as err:
             self.metrics.facilitator.labels("verify", "unavailable").observe(time.perf_counter() - start)
             self.replay.drop(a.key)
+            self._release_claim(a)  # the verify may have reached it and reserved the payment
             log.warning("facilitator verify failed: %s", err)
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "payment facilitator unavailable")
         self.metrics.facilitator.labels("verify", "valid" if result.is_valid else "invalid").observe(
@@ -471,6 +489,12 @@ class Gate:
         if not result.is_valid:
             self.replay.drop(a.key)
             reason = result.invalid_reason or "invalid_payment"
+            if reason == Code.PAYMENT_IN_PROGRESS.value:  # another replica's request holds the claim
+                self.metrics.failed.inc(route.labels)
+                self.metrics.failures.inc((*route.labels, Code.PAYMENT_IN_PROGRESS.value))
+                return self.error(
+                    409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed"
+                )
             log.info(
                 "payment refused by facilitator", extra={"fields": {"reason": reason, "route": route.pattern}}
             )
@@ -506,7 +530,7 @@ class Gate:
             start = time.perf_counter()
             try:
                 result = await fac.client.settle(
-                    a.decoded.raw, a.server_requirements, version=a.decoded.version
+                    a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
                 )
             except facilitator_client.FacilitatorUnavailable as err:
                 self.metrics.facilitator.labels("settle", "unknown").observe(time.perf_counter() - start)
@@ -574,8 +598,32 @@ class Gate:
     def _pending(self, a: Admitted, tx: str) -> None:
         a.done = True
         self.replay.pending(
-            a.key, payload_hash=a.payload_hash, tx=tx, valid_before=a.decoded.authorization.valid_before
+            a.key,
+            payload_hash=a.payload_hash,
+            tx=tx,
+            valid_before=a.decoded.authorization.valid_before,
+            claim=a.claim,
         )
+
+    def _release_claim(self, a: Admitted) -> None:
+        """Best effort: tell the facilitator this request served nothing (its claim would else hold the
+        payment until validBefore). A facilitator without claims answers 404, which is ignored."""
+        fac = self.facilitator
+        if fac is None:
+            return
+
+        async def release() -> None:
+            try:
+                await fac.client.release(
+                    a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
+                )
+            except facilitator_client.FacilitatorUnavailable as err:
+                log.debug("claim release not confirmed: %s", err)
+
+        with contextlib.suppress(RuntimeError):
+            task = asyncio.get_running_loop().create_task(release())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def release_dropped(self, a: Admitted) -> None:
         a.done = True

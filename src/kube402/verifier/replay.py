@@ -34,6 +34,8 @@ class Entry:
     expires: float
     payload_hash: str = ""
     tx: str = ""
+    claim: str = ""
+    """The facilitator claim id of the request that settled or left it pending (resumed with the same id)."""
 
 
 class ReplayStore:
@@ -94,7 +96,7 @@ class ReplayStore:
     def head_used(self, key: Key, *, valid_before: int) -> None:
         self._entries[key] = Entry(State.HEAD_USED, expires=float(valid_before))
 
-    def pending(self, key: Key, *, payload_hash: str, tx: str, valid_before: int) -> None:
+    def pending(self, key: Key, *, payload_hash: str, tx: str, valid_before: int, claim: str = "") -> None:
         self._entries[key] = Entry(
-            State.PENDING, expires=float(valid_before + 600), payload_hash=payload_hash, tx=tx
+            State.PENDING, expires=float(valid_before + 600), payload_hash=payload_hash, tx=tx, claim=claim
         )

@@ -99,13 +99,19 @@ class TestDefect2FacilitatorNeverForgetsASuccess:
         parties = await support.funded_buyer(dev_chain)
         reqs = support.requirements(parties.seller)
         payload = support.raw(await support.pay(parties.buyer, reqs))
-        first = await kube_client.settle(payload, support.raw(reqs), version=2)
+        claim = "request-" + secrets.token_hex(8)
+        first = await kube_client.settle(payload, support.raw(reqs), version=2, claim=claim)
         assert first.success, first.raw
         # the verifier's deadline passed before it read that answer; it retries with the same payload
-        again = await kube_client.settle(payload, support.raw(reqs), version=2)
+        again = await kube_client.settle(payload, support.raw(reqs), version=2, claim=claim)
         assert again.success, again.raw
         assert again.transaction == first.transaction
         assert await support.transfers_to(node, parties.seller) == 1
+        # another request (another claim, or none) replaying that body is refused: one payment, one request
+        other = await kube_client.settle(payload, support.raw(reqs), version=2, claim="other-" + "x" * 12)
+        assert not other.success and other.error_reason == "duplicate_settlement"
+        bare = await kube_client.settle(payload, support.raw(reqs), version=2)
+        assert not bare.success
 
 
 async def _tick() -> None:

@@ -198,7 +198,9 @@ class Relayer:
             return self._try_aggregate(args[1])
         contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
         call = getattr(contract.functions, function_name)(*args)
-        return _guard("eth_call", lambda: call.call({"from": self._address}))
+        # Simulate the way the chain will execute: against the pending block (current time), not the
+        # latest one, whose timestamp on an idle chain lags behind a validAfter that is valid now.
+        return _guard("eth_call", lambda: call.call({"from": self._address}, block_identifier="pending"))
 
     def verify_typed_data(
         self,
@@ -388,7 +390,7 @@ class Relayer:
     # -- Multicall3 stand-in ------------------------------------------------------------------------
 
     def _call(self, params: TxParams) -> bytes:
-        return bytes(_guard("eth_call", lambda: self._w3.eth.call(params)))
+        return bytes(_guard("eth_call", lambda: self._w3.eth.call(params, "pending")))
 
     def _has_multicall(self) -> bool:
         if self._multicall is None:

@@ -45,7 +45,7 @@ from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_even
 from x402.schemas import SchemeNotFoundError, SettleResponse, VerifyResponse
 
 from kube402.chain import rpc
-from kube402.chain.facilitator import config, ledger, metrics, network, relayer, wire
+from kube402.chain.facilitator import claims, config, ledger, metrics, network, relayer, wire
 
 __all__ = ["Reply", "Service"]
 
@@ -86,6 +86,7 @@ class Service:
             if net.config.v1_name is not None:
                 self._by_name[(1, net.config.v1_name)] = net
         self.ledger = ledger.Ledger()
+        self.claims = claims.Claims()
         metrics.track_ledger(pending=lambda: self.ledger.pending, in_flight=lambda: self.ledger.in_flight)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             settings.workers, thread_name_prefix="x402-mechanism"
@@ -122,11 +123,11 @@ class Service:
 
     # -- /verify ------------------------------------------------------------------------------------
 
-    async def verify(self, body: bytes) -> Reply:
+    async def verify(self, body: bytes, *, claim: str | None = None) -> Reply:
         started = time.perf_counter()
         seen = _Seen()
         try:
-            response = self._sanitized(await self._verify(body, seen))
+            response = self._sanitized(await self._verify(body, seen, claim))
         except wire.NotJson as err:
             reply = Reply(400, wire.dump(wire.verify_failure(wire.Reason.INVALID_PAYLOAD, str(err))))
             self.metrics.verify.labels(seen.label, "bad_request", "").inc()
@@ -143,23 +144,45 @@ class Service:
         self.metrics.duration.labels("verify").observe(time.perf_counter() - started)
         return reply
 
-    async def _verify(self, body: bytes, seen: _Seen) -> VerifyResponse:
-        """The verdict; raises :class:`wire.NotJson` or :class:`Unavailable` for the non-200 answers."""
+    async def _verify(self, body: bytes, seen: _Seen, claim: str | None) -> VerifyResponse:
+        """The verdict; raises :class:`wire.NotJson` or :class:`Unavailable` for the non-200 answers.
+
+        With a claim id, a valid verdict also reserves the authorization for that request (claims.py):
+        the reservation is taken before the mechanism runs (no await in between) and dropped if invalid.
+        """
         try:
             request = wire.parse_request(body)
             net = self._network(request)
         except wire.Invalid as err:
             return wire.verify_failure(err.reason, err.message, payer=err.payer)
         seen.label = net.config.label
-        await net.ensure_ready()
-        response, probe, error = await self._run(
-            lambda: net.x402.verify(request.payload, request.requirements)
-        )
-        if error is not None or response is None:
-            return self._verify_error(error, probe, net, request)
-        if not response.is_valid and probe.rpc_failure:
-            raise network.Unavailable(probe.rpc_failure)
+        key = request.authorization(net.config.chain_id)
+        if claim is not None:
+            refused = self.claims.reserve(
+                key, owner=claim, body=request.body_key, expires=self._claim_expiry(request)
+            )
+            if refused is not None:
+                return wire.verify_failure(
+                    refused, "this authorization is claimed by another request", payer=request.payer
+                )
+        try:
+            await net.ensure_ready()
+            response, probe, error = await self._run(
+                lambda: net.x402.verify(request.payload, request.requirements)
+            )
+            if error is not None or response is None:
+                response = self._verify_error(error, probe, net, request)
+            elif not response.is_valid and probe.rpc_failure:
+                raise network.Unavailable(probe.rpc_failure)
+        except BaseException:
+            self.claims.release(key, owner=claim)
+            raise
+        if not response.is_valid:
+            self.claims.release(key, owner=claim)
         return response
+
+    def _claim_expiry(self, request: wire.PaymentRequest) -> float:
+        return _valid_before(request) + self.settings.pending_grace
 
     def _verify_error(
         self,
@@ -177,11 +200,11 @@ class Service:
 
     # -- /settle ------------------------------------------------------------------------------------
 
-    async def settle(self, body: bytes) -> Reply:
+    async def settle(self, body: bytes, *, claim: str | None = None) -> Reply:
         started = time.perf_counter()
         seen = _Seen()
         try:
-            response = self._sanitized(await self._settle(body, seen))
+            response = self._sanitized(await self._settle(body, seen, claim))
         except wire.NotJson as err:
             reply = Reply(
                 400, wire.dump(wire.settle_failure(wire.Reason.INVALID_PAYLOAD, str(err), network=""))
@@ -216,7 +239,19 @@ class Service:
         self.metrics.duration.labels("settle").observe(time.perf_counter() - started)
         return reply
 
-    async def _settle(self, body: bytes, seen: _Seen) -> SettleResponse:
+    async def release(self, body: bytes, *, claim: str | None) -> Reply:
+        """``POST /release``: the claim's request served nothing; another request may now use the payment."""
+        try:
+            request = wire.parse_request(body)
+            net = self._network(request)
+        except wire.NotJson as err:
+            return Reply(400, b'{"released":false,"error":"' + str(err).encode() + b'"}')
+        except wire.Invalid:
+            return Reply(200, b'{"released":false}')
+        done = self.claims.release(request.authorization(net.config.chain_id), owner=claim)
+        return Reply(200, b'{"released":true}' if done else b'{"released":false}')
+
+    async def _settle(self, body: bytes, seen: _Seen, claim: str | None = None) -> SettleResponse:
         """The outcome; raises :class:`wire.NotJson` or :class:`Unavailable` for the non-200 answers."""
         try:
             request = wire.parse_request(body)
@@ -227,14 +262,35 @@ class Service:
                 err.reason, err.message, network=err.network or seen.network, payer=err.payer
             )
         seen.label = net.config.label
-        await net.ensure_ready()
-        return await self.ledger.settle(
-            request.authorization(net.config.chain_id),
-            body=request.body_key,
-            expires=_valid_before(request) + self.settings.pending_grace,
-            attempt=lambda: self._attempt(net, request),
-            resolve=lambda tx, nonce: self._resolve(net, request, tx, nonce),
+        key = request.authorization(net.config.chain_id)
+        refused = self.claims.may_settle(
+            key, owner=claim, body=request.body_key, expires=self._claim_expiry(request)
         )
+        if refused is not None:
+            return wire.settle_failure(
+                refused,
+                "another request holds this authorization",
+                network=request.network,
+                payer=request.payer,
+            )
+        try:
+            await net.ensure_ready()
+            response = await self.ledger.settle(
+                key,
+                body=request.body_key,
+                expires=_valid_before(request) + self.settings.pending_grace,
+                attempt=lambda: self._attempt(net, request),
+                resolve=lambda tx, nonce: self._resolve(net, request, tx, nonce),
+                owner_retry=claim is not None,
+            )
+        except network.Unavailable:
+            self.claims.release(key, owner=claim)  # nothing was broadcast
+            raise
+        if response.success or response.error_reason == wire.Reason.SETTLEMENT_PENDING:
+            self.claims.settled(key, owner=claim, pending=not response.success)
+        else:
+            self.claims.release(key, owner=claim)
+        return response
 
     async def _attempt(self, net: network.Network, request: wire.PaymentRequest) -> ledger.Attempt:
         response, probe, error = await self._run(
