@@ -5,10 +5,12 @@ transfer)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from kube402.chain import devchain, rpc, token
@@ -115,6 +117,95 @@ class TestDefect2FacilitatorNeverForgetsASuccess:
 
 
 async def _tick() -> None:
-    import asyncio
-
     await asyncio.sleep(0.1)
+
+
+class TestDefect8GasGriefing:
+    async def test_twenty_concurrent_authorizations_beyond_the_balance(
+        self, start_facilitator: Any, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+    ) -> None:
+        """20 authorizations of one payer whose sum is 4x its balance, settled at once: only the affordable
+        ones are submitted, and every relayer transaction is a successful transfer (no gas on reverts)."""
+        fac = await start_facilitator()
+        parties = await support.funded_buyer(dev_chain, amount=5 * support.AMOUNT)
+        reqs = support.requirements(parties.seller)
+        payloads = [await support.pay(parties.buyer, reqs) for _ in range(20)]
+        async with FacilitatorClient(fac.url) as client:
+            results = await asyncio.gather(
+                *(client.settle(support.raw(p), support.raw(reqs), version=2) for p in payloads)
+            )
+        assert sum(r.success for r in results) == 5
+        relayer = fac.service.relayer_address
+        sent = await node.run(lambda: node.w3.eth.get_transaction_count(relayer))
+        assert sent == 5, f"{sent} relayer transactions for 5 transfers"  # nothing doomed was broadcast
+        for r in results:
+            if r.success:
+                assert (await node.wait_for_receipt(r.transaction, timeout=5))["status"] == 1
+        assert await support.balance(node, parties.seller) == 5 * support.AMOUNT
+
+    async def test_settle_and_verify_need_the_bearer_token(
+        self, start_facilitator: Any, dev_chain: devchain.DevChainInfo
+    ) -> None:
+        fac = await start_facilitator(auth_token="t" * 32)
+        parties = await support.funded_buyer(dev_chain)
+        reqs = support.requirements(parties.seller)
+        body = {
+            "x402Version": 2,
+            "paymentPayload": support.raw(await support.pay(parties.buyer, reqs)),
+            "paymentRequirements": support.raw(reqs),
+        }
+        async with httpx.AsyncClient() as http:
+            for path in ("/verify", "/settle"):
+                assert (await http.post(fac.url + path, json=body)).status_code == 401
+                wrong = {"authorization": "Bearer " + "u" * 32}
+                assert (await http.post(fac.url + path, json=body, headers=wrong)).status_code == 401
+            assert (await http.get(fac.url + "/supported")).status_code == 200
+        async with FacilitatorClient(fac.url, authorization="Bearer " + "t" * 32) as client:
+            s = await client.settle(body["paymentPayload"], body["paymentRequirements"], version=2)
+            assert s.success, s.raw
+
+    async def test_an_asset_outside_the_chain_table_is_refused_before_any_chain_work(
+        self, start_facilitator: Any, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+    ) -> None:
+        fac = await start_facilitator()
+        parties = await support.funded_buyer(dev_chain)
+        reqs = support.raw(support.requirements(parties.seller))
+        payload = support.raw(await support.pay(parties.buyer, support.requirements(parties.seller)))
+        reqs["asset"] = payload["accepted"]["asset"] = "0x" + "5a" * 20  # the attacker's own contract
+        async with FacilitatorClient(fac.url) as client:
+            v = await client.verify(payload, reqs, version=2)
+            s = await client.settle(payload, reqs, version=2)
+        assert not v.is_valid and v.invalid_reason == "asset_not_allowed"
+        assert not s.success and s.error_reason == "asset_not_allowed"
+        relayer = fac.service.relayer_address
+        assert await node.run(lambda: node.w3.eth.get_transaction_count(relayer)) == 0
+
+    async def test_gas_price_above_the_cap_broadcasts_nothing(
+        self, start_facilitator: Any, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+    ) -> None:
+        fac = await start_facilitator(max_gas_price=1)  # 1 wei: below anything the node asks
+        parties = await support.funded_buyer(dev_chain)
+        reqs = support.requirements(parties.seller)
+        payload = support.raw(await support.pay(parties.buyer, reqs))
+        async with httpx.AsyncClient() as http:
+            r = await http.post(
+                fac.url + "/settle",
+                json={"x402Version": 2, "paymentPayload": payload, "paymentRequirements": support.raw(reqs)},
+            )
+        assert r.status_code == 503 and r.headers.get("retry-after")
+        relayer = fac.service.relayer_address
+        assert await node.run(lambda: node.w3.eth.get_transaction_count(relayer)) == 0
+
+    async def test_smart_wallet_signatures_only_when_enabled(
+        self, start_facilitator: Any, dev_chain: devchain.DevChainInfo
+    ) -> None:
+        fac = await start_facilitator()
+        parties = await support.funded_buyer(dev_chain)
+        reqs = support.requirements(parties.seller)
+        payload = support.raw(await support.pay(parties.buyer, reqs))
+        payload["payload"]["signature"] += "00" * 32  # longer than 65 bytes: EIP-1271 / ERC-6492 form
+        async with FacilitatorClient(fac.url) as client:
+            v = await client.verify(payload, support.raw(reqs), version=2)
+            s = await client.settle(payload, support.raw(reqs), version=2)
+        assert not v.is_valid and v.invalid_reason == "smart_wallet_not_enabled"
+        assert not s.success and s.error_reason == "smart_wallet_not_enabled"
