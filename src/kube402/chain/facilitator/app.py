@@ -8,6 +8,7 @@ generic ``500`` without details (they are logged).
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any, Final
 
@@ -50,6 +51,12 @@ class FacilitatorApp:
         if path in ("/verify", "/settle", "/release"):
             if method != "POST":
                 return _method_not_allowed("POST")
+            if not self._authorized(scope.headers.get("authorization")):
+                return service_mod.Reply(
+                    401,
+                    _error("unauthorized", "a valid bearer token is required"),
+                    (*_JSON, ("www-authenticate", "Bearer")),
+                )
             claim = scope.headers.get(claims.CLAIM_HEADER)
             if claim is not None and not claims.valid_claim_id(claim):
                 return service_mod.Reply(
@@ -80,6 +87,13 @@ class FacilitatorApp:
                 (("content-type", "text/plain; version=0.0.4; charset=utf-8"),),
             )
         return service_mod.Reply(404, _error("not_found", "unknown endpoint"))
+
+    def _authorized(self, header: str | None) -> bool:
+        token = self.service.settings.auth_token
+        if token is None:
+            return True
+        expected = ("Bearer " + token).encode()
+        return header is not None and hmac.compare_digest(header.encode("utf-8", "replace"), expected)
 
     async def _body(self, scope: Any, protocol: Any) -> bytes:
         declared = scope.headers.get("content-length")

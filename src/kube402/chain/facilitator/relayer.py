@@ -149,7 +149,11 @@ class Relayer:
         confirmation_timeout: float,
         poll: float = 0.01,
         on_nonce: Callable[[int], None] | None = None,
+        max_gas_price: int | None = None,
+        allow_smart_wallets: bool = False,
     ) -> None:
+        self.max_gas_price = max_gas_price
+        self.allow_smart_wallets = allow_smart_wallets
         self._w3: Web3 = node.w3
         self._account = account
         self._address = Web3.to_checksum_address(account.address)
@@ -243,6 +247,8 @@ class Relayer:
         with contextlib.suppress(Exception):  # malformed signature bytes: not an EOA signature
             if str(Account.recover_message(signable, signature=signature)).lower() == address.lower():
                 return True
+        if not self.allow_smart_wallets:
+            return False  # EIP-1271 payers only when enabled: a contract can pass simulation and revert
         if not self.get_code(address):
             return False
         digest = HexBytes(b"\x19\x01" + signable.header + signable.body)
@@ -328,6 +334,9 @@ class Relayer:
     def _send(self, to: str, data: bytes) -> str:
         price = self._gas_price()
         probe = _probe()
+        if self.max_gas_price is not None and price > self.max_gas_price:
+            probe.fail("gas price above the configured cap")
+            raise RelayerUnavailable(f"gas price {price} wei is above the cap of {self.max_gas_price} wei")
         target = Web3.to_checksum_address(to)
         with self._send_lock:
             for attempt in (1, 2):

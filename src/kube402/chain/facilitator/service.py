@@ -44,6 +44,7 @@ from x402.mechanisms.evm.constants import (
 from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_event
 from x402.schemas import SchemeNotFoundError, SettleResponse, VerifyResponse
 
+from kube402.api import chains
 from kube402.chain import rpc
 from kube402.chain.facilitator import claims, config, ledger, metrics, network, relayer, wire
 
@@ -87,6 +88,10 @@ class Service:
                 self._by_name[(1, net.config.v1_name)] = net
         self.ledger = ledger.Ledger()
         self.claims = claims.Claims()
+        self._assets = {net.config.chain_id: _allowed_assets(net.config) for net in self.networks}
+        self._in_flight: dict[tuple[int, str, str], int] = {}
+        """Atomic units being settled per (chain, asset, payer): reserved against the balance first."""
+        self._payer_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
         metrics.track_ledger(pending=lambda: self.ledger.pending, in_flight=lambda: self.ledger.in_flight)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             settings.workers, thread_name_prefix="x402-mechanism"
@@ -156,6 +161,10 @@ class Service:
         except wire.Invalid as err:
             return wire.verify_failure(err.reason, err.message, payer=err.payer)
         seen.label = net.config.label
+        try:
+            self._admissible(net, request)
+        except wire.Invalid as err:
+            return wire.verify_failure(err.reason, err.message, payer=request.payer)
         key = request.authorization(net.config.chain_id)
         if claim is not None:
             refused = self.claims.reserve(
@@ -262,6 +271,10 @@ class Service:
                 err.reason, err.message, network=err.network or seen.network, payer=err.payer
             )
         seen.label = net.config.label
+        try:
+            self._admissible(net, request)
+        except wire.Invalid as err:
+            return wire.settle_failure(err.reason, err.message, network=request.network, payer=request.payer)
         key = request.authorization(net.config.chain_id)
         refused = self.claims.may_settle(
             key, owner=claim, body=request.body_key, expires=self._claim_expiry(request)
@@ -279,7 +292,7 @@ class Service:
                 key,
                 body=request.body_key,
                 expires=_valid_before(request) + self.settings.pending_grace,
-                attempt=lambda: self._attempt(net, request),
+                attempt=lambda: self._budgeted(net, request),
                 resolve=lambda tx, nonce: self._resolve(net, request, tx, nonce),
                 owner_retry=claim is not None,
             )
@@ -291,6 +304,61 @@ class Service:
         else:
             self.claims.release(key, owner=claim)
         return response
+
+    def _admissible(self, net: network.Network, request: wire.PaymentRequest) -> None:
+        """Refusals before any chain work (defect 8): only the chain table's token, EOA payers unless
+        smart wallets are enabled."""
+        if request.requirements.asset.lower() not in self._assets[net.config.chain_id]:
+            raise wire.Invalid(
+                wire.Reason.ASSET_NOT_ALLOWED,
+                "this facilitator settles only the chain's USDC",
+                network=request.network,
+                payer=request.payer,
+            )
+        if request.signature_bytes != 65 and not self.settings.allow_smart_wallets:
+            raise wire.Invalid(
+                wire.Reason.SMART_WALLET_NOT_ENABLED,
+                "only 65-byte EOA signatures are accepted (smart-wallet payers are not enabled)",
+                network=request.network,
+                payer=request.payer,
+            )
+
+    async def _budgeted(self, net: network.Network, request: wire.PaymentRequest) -> ledger.Attempt:
+        """Settle only what the payer can afford counting every settle of its already in flight, so N
+        concurrent authorizations beyond the balance cannot all pass simulation and revert at the
+        relayer's cost. The balance is read at the pending block; the check and the reservation happen
+        under a per-payer lock."""
+        budget_key = (net.config.chain_id, request.requirements.asset.lower(), request.payer.lower())
+        lock = self._payer_locks.setdefault(budget_key, asyncio.Lock())
+        async with lock:
+            balance, probe, error = await self._run(
+                lambda: net.relayer.get_balance(request.payer, request.requirements.asset)
+            )
+            if error is not None or balance is None:
+                if probe.rpc_failure:
+                    raise network.Unavailable(probe.rpc_failure)
+                raise network.Unavailable("the payer's balance could not be read")
+            reserved = self._in_flight.get(budget_key, 0)
+            if balance < reserved + request.value:
+                return ledger.Attempt(
+                    wire.settle_failure(
+                        wire.Reason.INSUFFICIENT_BALANCE,
+                        "the payer's balance does not cover this and its settlements in flight",
+                        network=request.network,
+                        payer=request.payer,
+                    )
+                )
+            self._in_flight[budget_key] = reserved + request.value
+        try:
+            return await self._attempt(net, request)
+        finally:
+            left = self._in_flight.get(budget_key, 0) - request.value
+            if left > 0:
+                self._in_flight[budget_key] = left
+            else:
+                self._in_flight.pop(budget_key, None)
+                if not lock.locked():
+                    self._payer_locks.pop(budget_key, None)
 
     async def _attempt(self, net: network.Network, request: wire.PaymentRequest) -> ledger.Attempt:
         response, probe, error = await self._run(
@@ -418,6 +486,14 @@ def _unrouted(request: wire.PaymentRequest) -> tuple[str, str]:
     if request.payload.get_scheme() != wire.SCHEME:
         return ERR_UNSUPPORTED_SCHEME, f"scheme {request.payload.get_scheme()!r} is not supported"
     return ERR_NETWORK_MISMATCH, f"the payload is for network {request.payload.get_network()!r}"
+
+
+def _allowed_assets(cfg: config.NetworkConfig) -> frozenset[str]:
+    """The chain table's USDC for this network (lower-case); unknown chains allow nothing."""
+    try:
+        return frozenset({chains.lookup(cfg.caip2).usdc.lower()})
+    except chains.UnknownNetworkError:
+        return frozenset()
 
 
 def _valid_before(request: wire.PaymentRequest) -> float:

@@ -76,6 +76,10 @@ class Reason(enum.StrEnum):
     UNEXPECTED_VERIFY_ERROR = "unexpected_verify_error"
     UNEXPECTED_SETTLE_ERROR = "unexpected_settle_error"
     SETTLEMENT_PENDING = "settlement_pending"
+    ASSET_NOT_ALLOWED = "asset_not_allowed"
+    """The asset is not the chain table's token for this network (a relayer must not serve any contract)."""
+    SMART_WALLET_NOT_ENABLED = "smart_wallet_not_enabled"
+    INSUFFICIENT_BALANCE = "invalid_exact_evm_insufficient_balance"
     FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
     """Only in ``503`` bodies: the chain could not be asked, so nothing is known about the payment."""
 
@@ -115,6 +119,8 @@ class PaymentRequest:
     payer: str
     nonce: str
     body_key: str
+    value: int = 0
+    signature_bytes: int = 65
 
     def authorization(self, chain_id: int) -> AuthorizationKey:
         return AuthorizationKey(
@@ -174,6 +180,8 @@ def parse_request(body: bytes) -> PaymentRequest:
         payer=payer,
         nonce=auth["nonce"],
         body_key=_body_key(version, payload_raw, requirements_raw),
+        value=int(auth["value"]),
+        signature_bytes=(len(payload_raw["payload"]["signature"]) - 2) // 2,
     )
 
 
