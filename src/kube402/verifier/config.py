@@ -101,6 +101,9 @@ class Config:
     max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     rpc_urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    facilitator_token_file: str = ""
+    """File holding the bearer token for a facilitator that requires one (``kube402 facilitator
+    --auth-token-file``); sent as ``Authorization: Bearer …`` to that origin only."""
 
 
 def validate_facilitator_url(url: str) -> str:
@@ -231,6 +234,7 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         "trustedProxies",
         "rpcURLs",
         "maxTargetBytes",
+        "facilitatorTokenFile",
     }
     warnings += [f"unknown key {k!r} ignored" for k in raw if k not in known]
 
@@ -270,4 +274,5 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         max_target_bytes=_int(raw, "maxTargetBytes", DEFAULT_MAX_TARGET_BYTES, 1024, 1 << 20),
         trusted_proxies=tuple(proxies),
         rpc_urls={str(k): str(v) for k, v in rpc_urls.items()},
+        facilitator_token_file=str(raw.get("facilitatorTokenFile") or ""),
     ), warnings

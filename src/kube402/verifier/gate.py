@@ -74,9 +74,17 @@ class Facilitator:
 
     @classmethod
     def start(cls, cfg: config_mod.Config) -> Facilitator:
+        token = ""
+        if cfg.facilitator_token_file:
+            try:
+                with open(cfg.facilitator_token_file, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except OSError as err:
+                log.error("facilitator token file unreadable: %s", err.strerror)
         client = facilitator_client.FacilitatorClient(
             cfg.facilitator_url,
             timeouts=facilitator_client.Timeouts(verify=cfg.verify_timeout, settle=cfg.settle_timeout),
+            authorization=f"Bearer {token}" if token else None,
         )
         supported = facilitator_client.SupportedCache(client, ttl_seconds=cfg.supported_ttl)
         fac = cls(client, supported)
@@ -245,7 +253,7 @@ class Gate:
         method = (h("x-forwarded-method") or "GET").upper()
         proto = h("x-forwarded-proto") or "http"
         host = h("x-forwarded-host") or h("host") or "localhost"
-        resource = f"{proto}://{host}{_path_only(uri)}"
+        resource = resource_url(proto, host, _path_only(uri))
         admitted = await self.admit(route, h, resource_url=resource, method=method)
         if isinstance(admitted, Response):
             return admitted
@@ -666,6 +674,17 @@ def cors_preflight(h: HeaderGetter) -> list[tuple[str, str]]:
 CORS_EXPOSE: Final = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.:\[\]-]{1,255}")
+
+
+def resource_url(proto: str, host: str, path: str) -> str:
+    """The challenge's resource URL from forwarded (attacker-reachable) parts, always valid UTF-8 text:
+    lone surrogates or undecodable bytes in a header become U+FFFD instead of failing the JSON encoder."""
+    url = f"{proto}://{host}{path}"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        url = url.encode("utf-8", "replace").decode("utf-8")
+    return url
 
 
 def _path_only(uri: str) -> str:

@@ -115,6 +115,7 @@ class Verifier:
         if (
             old_fac is None
             or old.facilitator_url != cfg.facilitator_url
+            or old.facilitator_token_file != cfg.facilitator_token_file
             or (old.verify_timeout, old.settle_timeout, old.supported_ttl)
             != (cfg.verify_timeout, cfg.settle_timeout, cfg.supported_ttl)
         ):

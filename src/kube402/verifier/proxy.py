@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
 
-from kube402.verifier.gate import CORS_EXPOSE, Admitted, Gate, Response
+from kube402.verifier.gate import CORS_EXPOSE, Admitted, Gate, Response, resource_url
 from kube402.verifier.routes import MatchKind, Route, normalize_path
 from kube402.x402 import codes
 
@@ -123,7 +123,7 @@ class ProxyGate:
         admitted = await gate.admit(
             route,
             req.header,
-            resource_url=f"{proto}://{host}{path}",
+            resource_url=resource_url(proto, host, path),
             method=req.method.upper(),
             proxy=True,
         )

@@ -100,7 +100,7 @@ async def replicas(
                             break
                     await asyncio.sleep(0.1)
                 else:
-                    logs = "\n".join(f.read_text()[-2000:] for f in tmp_path.glob("verifier-*.log"))
+                    logs = await asyncio.to_thread(_tails, tmp_path)
                     raise AssertionError(f"verifier on {p} never became ready:\n{logs}")
         yield ports
     finally:
@@ -109,6 +109,10 @@ async def replicas(
         for child in children:
             with contextlib.suppress(Exception):
                 child.wait(timeout=10)
+
+
+def _tails(directory: Path) -> str:
+    return "\n".join(f.read_text()[-2000:] for f in directory.glob("verifier-*.log"))
 
 
 async def payment_header(http: httpx.AsyncClient, buyer: LocalAccount, verify_port: int) -> str:

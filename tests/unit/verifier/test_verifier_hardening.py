@@ -428,3 +428,17 @@ class TestDefect2PaidButRefused:
 
 def _unused() -> None:  # keep imports used by parametrized helpers honest
     _ = (TX, asyncio)
+
+
+class TestDefect8VerifierSendsTheFacilitatorToken:
+    async def test_token_file_becomes_the_bearer_header(self, tmp_path: Any) -> None:
+        token = tmp_path / "token"
+        token.write_text("s3cret-token-0123456789\n")
+        cfg = config_mod.parse(
+            f"facilitatorURL: 'https://facilitator.test'\nfacilitatorTokenFile: '{token}'\n", env={}
+        )[0]
+        fac = gate_mod.Facilitator.start(cfg)
+        try:
+            assert fac.client._authorization == "Bearer s3cret-token-0123456789"
+        finally:
+            await fac.close()
