@@ -298,6 +298,39 @@ async def test_path_conflict_older_offer_wins(
     await wait_condition(kube, namespace, "second", "Ready", ("True", "Reconciled"))
 
 
+async def test_defect7_a_prefix_owned_by_another_namespace_is_refused(
+    kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
+) -> None:
+    """Issue 9, defect 7 (path hijack): an offer of another namespace under a published prefix would capture
+    the victim's traffic by longest prefix; it is refused with PathConflict."""
+    other = namespace + "-hj"
+    await kube.create(
+        resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}
+    )
+    try:
+        await external_service(kube, namespace)
+        await external_service(kube, other)
+        await kube.create(
+            resources.SERVICE_OFFER, offer("victim", namespace, upstream.port, path="/svc/victim")
+        )
+        await wait_condition(kube, namespace, "victim", "Ready", ("True", "Reconciled"))
+        await kube.create(
+            resources.SERVICE_OFFER, offer("thief", other, upstream.port, path="/svc/victim/v1")
+        )
+        obj = await wait_condition(kube, other, "thief", "RoutePublished", ("False", "PathConflict"))
+        assert conditions(obj)["RoutePublished"]["message"] == (
+            f"Path /svc/victim/v1 is already published by {namespace}/victim"
+        )
+        assert await kube.get(resources.HTTPROUTE, "so-thief", namespace=other) is None
+        # the same namespace may nest its own offers
+        await kube.create(
+            resources.SERVICE_OFFER, offer("own", namespace, upstream.port, path="/svc/victim/v2")
+        )
+        await wait_condition(kube, namespace, "own", "Ready", ("True", "Reconciled"))
+    finally:
+        await kube.delete(resources.NAMESPACE, other)
+
+
 async def test_cross_namespace_upstream_gets_reference_grant(
     kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
 ) -> None:
