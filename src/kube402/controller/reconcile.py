@@ -122,7 +122,16 @@ class Reconciler:
         return await upstream.probe(self.http, base + offer.health_path, timeout=self.settings.probe_timeout)
 
     def _path_owner(self, offer: v1alpha1.ServiceOffer) -> tuple[str, str] | None:
-        """The older offer that already publishes this offer's effective path, if any."""
+        """The older offer that already publishes this offer's effective path, or an offer of another
+        namespace that owns a prefix of it (issue 9, defect 7: it would capture that namespace's traffic by
+        longest prefix), if any."""
+        prefix = offer.effective_path
+        while (cut := prefix.rfind("/")) > 0:
+            prefix = prefix[:cut]
+            for o in self.caches.offers.by_index("path", prefix):
+                meta = o.get("metadata") or {}
+                if meta.get("namespace") != offer.namespace and not meta.get("deletionTimestamp"):
+                    return (str(meta.get("namespace")), str(meta.get("name")))
         mine = _creation_order(offer.raw)
         older = [
             o

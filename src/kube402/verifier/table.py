@@ -133,8 +133,13 @@ class TableKeeper:
         now = self.clock()
         self.deleted = {p: t for p, t in self.deleted.items() if t > now}
         routes = [v.route for v in self.views.values() if v.route is not None]
-        guards = [v.guard for v in self.views.values() if v.guard is not None]
-        guards += [v.published_guard for v in self.views.values() if v.published_guard is not None]
+        owners = {r.prefix: r.offer_namespace for r in routes}
+        guards = [
+            g
+            for key, v in self.views.items()
+            for g in (v.guard, v.published_guard)
+            if g is not None and not _under_foreign_prefix(g.pattern, key[0], owners)
+        ]
         guards += self.static_guards
         live = {r.pattern for r in routes}
         guards += [Guard(p, "deleted") for p in self.deleted if p not in live]
@@ -151,6 +156,19 @@ class TableKeeper:
         m.forget_routes(self._labels - labels)
         self._labels = labels
         return table
+
+
+def _under_foreign_prefix(pattern: str, namespace: str, owners: Mapping[str, str]) -> bool:
+    """True when ``pattern`` lies under a live route of another namespace. An offer there is refused by the
+    controller (PathConflict, issue 9 defect 7); guarding its path would let it block that namespace's
+    traffic (503) instead, so its guard is dropped: the owner's route answers."""
+    prefix = pattern.removesuffix("/*")
+    while (cut := prefix.rfind("/")) > 0:
+        prefix = prefix[:cut]
+        owner = owners.get(prefix)
+        if owner is not None and owner != namespace:
+            return True
+    return False
 
 
 def _pattern(view: offers.OfferView | None) -> str | None:

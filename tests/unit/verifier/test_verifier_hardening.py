@@ -442,3 +442,20 @@ class TestDefect8VerifierSendsTheFacilitatorToken:
             assert fac.client._authorization == "Bearer s3cret-token-0123456789"
         finally:
             await fac.close()
+
+
+class TestDefect7PathHijack:
+    async def test_foreign_offer_under_a_published_prefix_cannot_block_it(self) -> None:
+        """The controller refuses the nested offer of another namespace (PathConflict); its unpublished
+        guard must not shadow the owner's route with 503s."""
+        env = make_env()
+        k = keeper(env)
+        k.offer_changed(("llm", "victim"), offer("victim", path="/services/victim"))
+        k.offer_changed(
+            ("evil", "thief"), offer("thief", namespace="evil", path="/services/victim/v1", published=False)
+        )
+        k.offer_changed(("llm", "own"), offer("own", path="/services/victim/v2", published=False))
+        k.rebuild()
+        assert (await call(env.gate, fwd("/services/victim/v1/chat"))).status == 402  # the victim's route
+        assert (await call(env.gate, fwd("/services/victim/v2/chat"))).status == 503  # own nested guard kept
+        await env.aclose()
