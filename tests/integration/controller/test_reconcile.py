@@ -331,9 +331,11 @@ async def test_defect7_a_prefix_owned_by_another_namespace_is_refused(
         await kube.delete(resources.NAMESPACE, other)
 
 
-async def test_cross_namespace_upstream_gets_reference_grant(
+async def test_defect7_cross_namespace_upstream_needs_the_owners_reference_grant(
     kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
 ) -> None:
+    """Issue 9, defect 7 (confused deputy): selling another namespace's Service needs a ReferenceGrant made
+    by that namespace's owner; the controller checks for it and never creates one."""
     other = namespace + "-up"
     await kube.create(
         resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}
@@ -343,16 +345,37 @@ async def test_cross_namespace_upstream_gets_reference_grant(
         await kube.create(
             resources.SERVICE_OFFER, offer("xns", namespace, upstream.port, upstream_namespace=other)
         )
+        obj = await wait_condition(
+            kube, namespace, "xns", "UpstreamHealthy", ("False", "UpstreamNotPermitted")
+        )
+        assert conditions(obj)["RoutePublished"]["status"] == "False"
+        assert await kube.get(resources.HTTPROUTE, "so-xns", namespace=namespace) is None
+        assert (await kube.list(resources.REFERENCEGRANT, namespace=other))[0] == []  # none created for it
+        # the upstream namespace's owner consents
+        await kube.create(
+            resources.REFERENCEGRANT,
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1beta1",
+                "kind": "ReferenceGrant",
+                "metadata": {"name": "allow-sellers", "namespace": other},
+                "spec": {
+                    "from": [
+                        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": namespace}
+                    ],
+                    "to": [{"group": "", "kind": "Service", "name": "ollama"}],
+                },
+            },
+        )
         await wait_condition(kube, namespace, "xns", "Ready", ("True", "Reconciled"))
-        grant = await kube.get(resources.REFERENCEGRANT, f"so-{namespace}.xns-backend-grant", namespace=other)
-        assert grant is not None
-        assert grant["spec"]["from"][0]["namespace"] == namespace
-        assert grant["metadata"]["labels"]["obol.org/serviceoffer-namespace"] == namespace
-        await kube.delete(resources.SERVICE_OFFER, "xns", namespace=namespace)
+        grants, _ = await kube.list(resources.REFERENCEGRANT, namespace=other)
+        assert [g["metadata"]["name"] for g in grants] == ["allow-sellers"]
+        # consent withdrawn → the offer is withdrawn
+        await kube.delete(resources.REFERENCEGRANT, "allow-sellers", namespace=other)
+        await wait_condition(kube, namespace, "xns", "UpstreamHealthy", ("False", "UpstreamNotPermitted"))
         await eventually(
-            lambda: kube.get(resources.REFERENCEGRANT, f"so-{namespace}.xns-backend-grant", namespace=other),
-            until=lambda g: g is None,
-            what="grant deleted",
+            lambda: kube.get(resources.HTTPROUTE, "so-xns", namespace=namespace),
+            until=lambda r: r is None,
+            what="route withdrawn",
         )
     finally:
         await kube.delete(resources.NAMESPACE, other)
