@@ -50,6 +50,8 @@ class Caches:
     """Child kind → store (indexed by ``owner``)."""
     services: Store
     slices: Store | None = None
+    grants: Store | None = None
+    """Every ReferenceGrant (not only kube402's): a cross-namespace upstream needs one made by its owner."""
     """EndpointSlices indexed by ``service`` (endpointslice resolution only)."""
 
 
@@ -103,7 +105,38 @@ class Reconciler:
 
     # -- observations -----------------------------------------------------------------------------------
 
+    def _upstream_permitted(self, offer: v1alpha1.ServiceOffer) -> bool:
+        """Same namespace, or a ReferenceGrant in the upstream's namespace, not made by kube402, lets
+        HTTPRoutes of the offer's namespace reach that Service (Gateway API semantics)."""
+        ns, svc = offer.upstream_namespace, offer.upstream.service
+        if ns == offer.namespace:
+            return True
+        if self.caches.grants is None:
+            return False
+        for grant in self.caches.grants.by_index("namespace", ns):
+            meta = grant.get("metadata") or {}
+            if (meta.get("labels") or {}).get(names.LABEL_MANAGED_BY) == names.MANAGED_BY_VALUE:
+                continue  # one kube402 made itself proves nothing about the owner's consent
+            spec = grant.get("spec") or {}
+            froms = [f for f in spec.get("from") or [] if isinstance(f, Mapping)]
+            tos = [t for t in spec.get("to") or [] if isinstance(t, Mapping)]
+            if any(
+                f.get("group") == "gateway.networking.k8s.io"
+                and f.get("kind") == "HTTPRoute"
+                and f.get("namespace") == offer.namespace
+                for f in froms
+            ) and any(
+                t.get("group", "") == "" and t.get("kind") == "Service" and t.get("name") in (None, "", svc)
+                for t in tos
+            ):
+                return True
+        return False
+
     async def _observe_upstream(self, offer: v1alpha1.ServiceOffer) -> status.UpstreamObservation:
+        if not self._upstream_permitted(offer):
+            return status.UpstreamObservation.not_permitted(
+                offer.upstream_namespace, offer.upstream.service, offer.namespace
+            )
         svc = self.caches.services.get((offer.upstream_namespace, offer.upstream.service))
         if svc is None:
             return status.UpstreamObservation.missing()
