@@ -206,19 +206,25 @@ class Token:
         if not await self.authorization_state(authorizer, nonce):
             return AuthorizationOutcome("unused")
         latest = await self.rpc.block_number()
-        topics = [None, _topic_address(authorizer), "0x" + nonce.hex()]
-        window = {
-            "address": self.address,
-            "fromBlock": hex(max(0, latest - lookback_blocks)),
-            "toBlock": "latest",
-        }
-        canceled = await self.rpc.request(
-            "eth_getLogs", [{**window, "topics": [_AUTH_CANCELED, *topics[1:]]}]
-        )
-        if canceled:
+        w3 = self.rpc.w3
+        topics = [_topic_address(authorizer), "0x" + nonce.hex()]
+
+        def logs(topic0: str) -> list[Any]:
+            return list(
+                w3.eth.get_logs(
+                    {
+                        "address": self.address,
+                        "fromBlock": max(0, latest - lookback_blocks),
+                        "toBlock": "latest",
+                        "topics": [topic0, *topics],
+                    }
+                )
+            )
+
+        if await self.rpc.run(lambda: logs(_AUTH_CANCELED)):
             return AuthorizationOutcome("canceled")
-        used = await self.rpc.request("eth_getLogs", [{**window, "topics": [_AUTH_USED, *topics[1:]]}])
-        tx = str(Web3.to_hex(used[-1]["transactionHash"])) if used else ""
+        used = await self.rpc.run(lambda: logs(_AUTH_USED))
+        tx = "0x" + bytes(used[-1]["transactionHash"]).hex() if used else ""
         return AuthorizationOutcome("used", tx)
 
     async def mint(self, to: str, amount: int, *, signer: rpc.TxSigner) -> TxReceipt:
