@@ -237,3 +237,62 @@ async def test_defect2_settle_timing_out_at_the_verifier_but_landing_is_served_o
             assert [await send(http, "forwardAuth", p, header) for p in ports] == [402, 402]
     finally:
         await upstream.stop()
+
+
+async def test_defect2_unknown_outcome_resolved_from_the_chain_after_the_facilitator_forgot(
+    dev_chain: devchain.DevChainInfo, node: rpc.Rpc, tmp_path: Path
+) -> None:
+    """The facilitator restarts (its memory of the success is gone) while the verifier holds the payment
+    pending: the retry's settle says "nonce already used"; with ``rpcURLs`` the verifier reads the chain
+    (authorizationState + AuthorizationUsed log) and serves the buyer once, instead of a 402."""
+    from .conftest import funded_relayer, settings_for
+
+    parties = await support.funded_buyer(dev_chain)
+    relayer = await funded_relayer(dev_chain.rpc_url)
+    listen = f"127.0.0.1:{process.free_port()}"
+    fac = main.Facilitator(settings_for(dev_chain.rpc_url, listen=listen), account=relayer)
+    await fac.start()
+    upstream = Upstream()
+    await upstream.start()
+    try:
+        async with (
+            replicas(
+                tmp_path,
+                facilitator_url=fac.url,
+                seller=parties.seller,
+                upstream=upstream,
+                extra=f"settleTimeoutSeconds: 1\nrpcURLs:\n  base-sepolia: {dev_chain.rpc_url}\n",
+            ) as ports,
+            httpx.AsyncClient(timeout=60) as http,
+        ):
+            header = await payment_header(http, parties.buyer, ports[0]["verify"])
+            await node.request("evm_setAutomine", [False])
+            await node.request("evm_setIntervalMining", [4])
+            try:
+                first = await send(http, "forwardAuth", ports[0], header)
+                assert first == 503, first
+                for _ in range(300):
+                    if await support.transfers_to(node, parties.seller) == 1:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await node.request("evm_setIntervalMining", [0])
+                await node.request("evm_setAutomine", [True])
+            for _ in range(300):
+                if fac.service.ledger.in_flight == 0:
+                    break
+                await asyncio.sleep(0.05)
+            await fac.stop()  # forgets its ledger and claims
+            fac = main.Facilitator(settings_for(dev_chain.rpc_url, listen=listen), account=relayer)
+            await fac.start()
+            statuses = [first]
+            for _ in range(5):
+                statuses.append(await send(http, "forwardAuth", ports[0], header))
+                if statuses[-1] != 503:
+                    break
+            assert statuses[-1] == 200 and statuses.count(200) == 1, statuses
+            assert await support.transfers_to(node, parties.seller) == 1
+            assert [await send(http, "forwardAuth", p, header) for p in ports] == [402, 402]
+    finally:
+        await upstream.stop()
+        await fac.stop()
