@@ -149,7 +149,11 @@ class Relayer:
         confirmation_timeout: float,
         poll: float = 0.01,
         on_nonce: Callable[[int], None] | None = None,
+        max_gas_price: int | None = None,
+        allow_smart_wallets: bool = False,
     ) -> None:
+        self.max_gas_price = max_gas_price
+        self.allow_smart_wallets = allow_smart_wallets
         self._w3: Web3 = node.w3
         self._account = account
         self._address = Web3.to_checksum_address(account.address)
@@ -198,7 +202,9 @@ class Relayer:
             return self._try_aggregate(args[1])
         contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
         call = getattr(contract.functions, function_name)(*args)
-        return _guard("eth_call", lambda: call.call({"from": self._address}))
+        # Simulate the way the chain will execute: against the pending block (current time), not the
+        # latest one, whose timestamp on an idle chain lags behind a validAfter that is valid now.
+        return _guard("eth_call", lambda: call.call({"from": self._address}, block_identifier="pending"))
 
     def verify_typed_data(
         self,
@@ -241,6 +247,8 @@ class Relayer:
         with contextlib.suppress(Exception):  # malformed signature bytes: not an EOA signature
             if str(Account.recover_message(signable, signature=signature)).lower() == address.lower():
                 return True
+        if not self.allow_smart_wallets:
+            return False  # EIP-1271 payers only when enabled: a contract can pass simulation and revert
         if not self.get_code(address):
             return False
         digest = HexBytes(b"\x19\x01" + signable.header + signable.body)
@@ -326,6 +334,9 @@ class Relayer:
     def _send(self, to: str, data: bytes) -> str:
         price = self._gas_price()
         probe = _probe()
+        if self.max_gas_price is not None and price > self.max_gas_price:
+            probe.fail("gas price above the configured cap")
+            raise RelayerUnavailable(f"gas price {price} wei is above the cap of {self.max_gas_price} wei")
         target = Web3.to_checksum_address(to)
         with self._send_lock:
             for attempt in (1, 2):
@@ -388,7 +399,7 @@ class Relayer:
     # -- Multicall3 stand-in ------------------------------------------------------------------------
 
     def _call(self, params: TxParams) -> bytes:
-        return bytes(_guard("eth_call", lambda: self._w3.eth.call(params)))
+        return bytes(_guard("eth_call", lambda: self._w3.eth.call(params, "pending")))
 
     def _has_multicall(self) -> bool:
         if self._multicall is None:
