@@ -1,5 +1,8 @@
 """kube402's own processes on top of ``kube402 dev up``: facilitator, verifier, controller, demo upstream.
 
+The facilitator requires a bearer token (:func:`token_file`, in the environment's directory); whoever writes
+the pricing ConfigMap names that file as ``facilitatorTokenFile`` so the verifier sends it.
+
 Started in the background and recorded in ``.kube402/state.json`` (so ``kube402 dev down`` stops them), on
 free loopback ports kept in the state. Used by ``make demo`` and ``bench/e2e.py``. Idempotent: services that
 are already running are left alone.
@@ -8,6 +11,8 @@ are already running are left alone.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -17,10 +22,29 @@ import httpx
 from kube402.chain import devchain
 from kube402.devenv import process, stack
 
-__all__ = ["PORTS", "RELAYER_INDEX", "start", "wait_http"]
+__all__ = ["PORTS", "RELAYER_INDEX", "TOKEN_FILE", "start", "token_file", "wait_http", "write_token_file"]
 
 PORTS = ("facilitator", "verifier", "gate", "controller", "upstream")
 RELAYER_INDEX = 5
+TOKEN_FILE = "facilitator.token"
+"""The facilitator's bearer token in the environment's directory (``--auth-token-file`` of the facilitator,
+``facilitatorTokenFile`` of the verifier's pricing config)."""
+
+
+def write_token_file(path: Path) -> Path:
+    """A fresh random bearer token in ``path`` (created with mode 0600); an existing file is kept."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def token_file(directory: Path) -> Path:
+    """The environment's facilitator token file (created on first use)."""
+    return write_token_file(directory.resolve() / TOKEN_FILE)
 
 
 async def wait_http(url: str, what: str, *, timeout: float = 60) -> None:
@@ -79,6 +103,7 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
     # Traefik routes only to EndpointSlice addresses, never loopback: the gate and the demo upstream
     # listen on the environment's test-host address (see devenv.netns, devenv.traefik).
     host = str(state.extra.get("KUBE402_HOST_ADDRESS") or "127.0.0.1")
+    token = await asyncio.to_thread(token_file, directory)
     _spawn(
         directory,
         state,
@@ -89,6 +114,8 @@ async def start(directory: Path, *, controller_workers: int = 4) -> dict[str, in
             f"127.0.0.1:{ports['facilitator']}",
             "--rpc-url",
             f"base-sepolia={state.rpc_url}",
+            "--auth-token-file",
+            str(token),
         ],
         env={"KUBE402_FACILITATOR_KEY": relayer.key.hex()},
     )
