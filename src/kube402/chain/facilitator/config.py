@@ -94,6 +94,9 @@ class Settings:
     """Bearer token every ``/verify``, ``/settle`` and ``/release`` must carry (None: open, local use)."""
     max_gas_price: int | None = DEFAULT_MAX_GAS_PRICE
     """Wei per gas above which nothing is broadcast (503); None: no cap."""
+    replace_after: float = 60.0
+    """Seconds a settlement transaction may stay unmined before a retry re-broadcasts it with the same nonce
+    and a bumped fee (a stuck nonce stalls every later settle)."""
     allow_smart_wallets: bool = False
     """Accept EIP-1271 / ERC-6492 payers (contract signatures can pass simulation and revert on chain)."""
 
