@@ -106,7 +106,12 @@ class Settings:
         ids = [n.chain_id for n in self.networks]
         if len(set(ids)) != len(ids):
             raise ConfigError("a network is configured twice")
-        if self.confirmation_timeout <= 0 or self.rpc_timeout <= 0 or self.receipt_poll <= 0:
+        if (
+            self.confirmation_timeout <= 0
+            or self.rpc_timeout <= 0
+            or self.receipt_poll <= 0
+            or self.replace_after <= 0
+        ):
             raise ConfigError("timeouts must be positive")
         if not 21_000 <= self.gas_limit <= 10_000_000:
             raise ConfigError("gas limit must be between 21000 and 10000000")
