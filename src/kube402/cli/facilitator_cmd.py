@@ -80,6 +80,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="broadcast nothing while the gas price is above this (default %(default)s; 0 = no cap)",
     )
     p.add_argument(
+        "--replace-after",
+        type=float,
+        default=d.replace_after,
+        help="seconds a settlement may stay unmined before a retry re-sends it with the same nonce and a "
+        "higher fee (default %(default)s)",
+    )
+    p.add_argument(
         "--allow-smart-wallets",
         action="store_true",
         help="accept EIP-1271 / ERC-6492 payers (they can pass simulation and still revert on chain)",
@@ -104,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             auth_token=config.load_token(token_file=args.auth_token_file),
             max_gas_price=args.max_gas_price_gwei * 10**9 if args.max_gas_price_gwei > 0 else None,
             allow_smart_wallets=args.allow_smart_wallets,
+            replace_after=args.replace_after,
         )
         config.listen_address(settings.listen)
         account = config.load_key(key_file=args.key_file)

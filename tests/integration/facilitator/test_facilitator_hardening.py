@@ -206,3 +206,35 @@ class TestDefect8GasGriefing:
             s = await client.settle(payload, support.raw(reqs), version=2)
         assert not v.is_valid and v.invalid_reason == "smart_wallet_not_enabled"
         assert not s.success and s.error_reason == "smart_wallet_not_enabled"
+
+
+async def test_defect8_a_stuck_transaction_is_replaced_with_the_same_nonce_and_a_higher_fee(
+    start_facilitator: Any, dev_chain: devchain.DevChainInfo, node: rpc.Rpc
+) -> None:
+    """A settlement transaction that stays unmined past a full confirmation wait is re-broadcast with the same
+    nonce and a bumped fee (a stuck nonce would stall every later settle); whichever is mined settles it."""
+    fac = await start_facilitator(confirmation_timeout=0.5, replace_after=0.5)
+    parties = await support.funded_buyer(dev_chain)
+    reqs = support.requirements(parties.seller)
+    payload = support.raw(await support.pay(parties.buyer, reqs))
+    claim = "stuck-request-" + secrets.token_hex(4)
+    async with FacilitatorClient(fac.url) as client:
+        await node.request("evm_setAutomine", [False])
+        try:
+            first = await client.settle(payload, support.raw(reqs), version=2, claim=claim)
+            assert first.error_reason == "settlement_pending", first.raw
+            original = await node.run(lambda: node.w3.eth.get_transaction(first.transaction))  # type: ignore[arg-type]
+            second = await client.settle(payload, support.raw(reqs), version=2, claim=claim)
+            assert second.error_reason == "settlement_pending", second.raw
+            assert second.transaction != first.transaction
+            replacement = await node.run(lambda: node.w3.eth.get_transaction(second.transaction))  # type: ignore[arg-type]
+            assert replacement["nonce"] == original["nonce"]
+            assert replacement["gasPrice"] > original["gasPrice"]
+            await node.request("evm_mine", [])
+        finally:
+            await node.request("evm_setAutomine", [True])
+        done = await client.settle(payload, support.raw(reqs), version=2, claim=claim)
+    assert done.success and done.transaction == second.transaction, done.raw
+    assert await support.transfers_to(node, parties.seller) == 1
+    relayer = fac.service.relayer_address
+    assert await node.run(lambda: node.w3.eth.get_transaction_count(relayer)) == 1

@@ -94,6 +94,9 @@ class Settings:
     """Bearer token every ``/verify``, ``/settle`` and ``/release`` must carry (None: open, local use)."""
     max_gas_price: int | None = DEFAULT_MAX_GAS_PRICE
     """Wei per gas above which nothing is broadcast (503); None: no cap."""
+    replace_after: float = 60.0
+    """Seconds a settlement transaction may stay unmined before a retry re-broadcasts it with the same nonce
+    and a bumped fee (a stuck nonce stalls every later settle)."""
     allow_smart_wallets: bool = False
     """Accept EIP-1271 / ERC-6492 payers (contract signatures can pass simulation and revert on chain)."""
 
@@ -103,7 +106,12 @@ class Settings:
         ids = [n.chain_id for n in self.networks]
         if len(set(ids)) != len(ids):
             raise ConfigError("a network is configured twice")
-        if self.confirmation_timeout <= 0 or self.rpc_timeout <= 0 or self.receipt_poll <= 0:
+        if (
+            self.confirmation_timeout <= 0
+            or self.rpc_timeout <= 0
+            or self.receipt_poll <= 0
+            or self.replace_after <= 0
+        ):
             raise ConfigError("timeouts must be positive")
         if not 21_000 <= self.gas_limit <= 10_000_000:
             raise ConfigError("gas limit must be between 21000 and 10000000")

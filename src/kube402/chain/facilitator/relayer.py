@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,9 +55,13 @@ from kube402.chain import rpc
 
 __all__ = ["Lookup", "Probe", "Relayer", "RelayerUnavailable", "observe"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 _TRANSPORT = (requests.RequestException, w3exc.ProviderConnectionError, w3exc.RequestTimedOut, OSError)
 _GAS_PRICE_TTL = 2.0
+_REPLACEMENT_BUMP = 1.125
+"""Nodes accept a replacement (same nonce) only with a fee at least 10 % higher; 12.5 % leaves a margin."""
 _MAX_POLL = 0.5
 _ERC20_BALANCE_ABI = [
     {
@@ -167,6 +172,10 @@ class Relayer:
         self._price_lock = threading.Lock()
         self._price: tuple[float, int] | None = None
         self._multicall: bool | None = None
+        self._sent: dict[str, tuple[int, str, bytes, int, float]] = {}
+        """Broadcast hash → (nonce, to, data, gas price, monotonic send time), for replacements."""
+        self._siblings: dict[int, list[str]] = {}
+        """Nonce → every hash broadcast with it (the original and its replacements)."""
 
     def __repr__(self) -> str:
         return f"Relayer({self._address}, chain {self._chain_id})"
@@ -370,10 +379,78 @@ class Relayer:
                         raise RelayerUnavailable("the node refused the relayer's transaction") from err
                 self._next_nonce = nonce + 1
                 probe.accepted = True
+                self._remember(tx_hash, nonce, target, data, price)
                 if self._on_nonce is not None:
                     self._on_nonce(nonce + 1)
                 return tx_hash
         raise AssertionError("unreachable")
+
+    def _remember(self, tx_hash: str, nonce: int, to: str, data: bytes, price: int) -> None:
+        self._sent[tx_hash] = (nonce, to, data, price, time.monotonic())
+        self._siblings.setdefault(nonce, []).append(tx_hash)
+        if len(self._sent) > 10_000:  # bounded: the oldest records are of long-mined transactions
+            for old in list(self._sent)[:1000]:
+                n = self._sent.pop(old)[0]
+                self._siblings.pop(n, None)
+
+    def siblings(self, tx_hash: str) -> list[str]:
+        """Every hash broadcast with ``tx_hash``'s nonce, newest last (just ``[tx_hash]`` if unknown)."""
+        sent = self._sent.get(tx_hash)
+        return list(self._siblings.get(sent[0], [tx_hash])) if sent else [tx_hash]
+
+    def mined_sibling(self, tx_hash: str) -> tuple[str, TxReceipt] | None:
+        """The hash (of ``tx_hash`` or a replacement of it) that was mined, with its receipt."""
+        for h in self.siblings(tx_hash):
+            receipt = _guard("eth_getTransactionReceipt", lambda h=h: self._receipt_or_none(h))  # type: ignore[misc]
+            if receipt is not None:
+                return h, receipt
+        return None
+
+    def replace_if_stuck(self, tx_hash: str, *, older_than: float) -> str | None:
+        """Re-broadcast a transaction that is still unmined after ``older_than`` seconds with the same nonce
+        and a bumped gas price (a stuck nonce would stall every later settle). Returns the new hash, or
+        None when it is not stuck, already mined, or the bumped price would exceed the cap."""
+        with self._send_lock:
+            newest = self.siblings(tx_hash)[-1]
+            sent = self._sent.get(newest)
+            if sent is None or time.monotonic() - sent[4] < older_than:
+                return None
+            nonce, to, data, old_price, _ = sent
+            mined = int(
+                _guard(
+                    "eth_getTransactionCount",
+                    lambda: self._w3.eth.get_transaction_count(self._address, "latest"),
+                )
+            )
+            if mined > nonce:
+                return None
+            with self._price_lock:
+                self._price = None
+            price = max(int(old_price * _REPLACEMENT_BUMP) + 1, self._gas_price())
+            if self.max_gas_price is not None and price > self.max_gas_price:
+                log.warning(
+                    "transaction %s is stuck but its replacement would exceed the gas-price cap", newest
+                )
+                return None
+            tx: TxParams = {
+                "to": to,
+                "data": data,
+                "value": Wei(0),
+                "nonce": Nonce(nonce),
+                "gas": self._gas_limit,
+                "gasPrice": Wei(price),
+                "chainId": self._chain_id,
+            }
+            signed = self._account.sign_transaction(tx)  # type: ignore[arg-type]
+            new_hash = _hex(signed.hash)
+            try:
+                self._w3.eth.send_raw_transaction(signed.raw_transaction)
+            except w3exc.Web3RPCError as err:
+                log.warning("replacement of %s refused: %s", newest, str(err)[:200])
+                return None
+            self._remember(new_hash, nonce, to, data, price)
+            log.warning("transaction %s stuck; replaced by %s at %d wei/gas", newest, new_hash, price)
+            return new_hash
 
     def _nonce(self) -> int:
         if self._next_nonce is None:

@@ -397,12 +397,23 @@ class Service:
         auth = request.payload.payload["authorization"]
 
         def work() -> ledger.Attempt | None:
-            receipt = net.relayer.receipt(tx_hash, timeout=net.relayer.confirmation_timeout)
-            if receipt is None:
-                if net.relayer.lookup(tx_hash, nonce=nonce) is relayer.Lookup.DEAD:
-                    log.warning("pending settlement %s was never mined; settling again", tx_hash)
-                    return None
-                return ledger.Attempt(_pending(request, tx_hash, payer=request.payer), nonce)
+            rel = net.relayer
+            newest = rel.siblings(tx_hash)[-1]  # the latest replacement, if the original was stuck
+            found = rel.mined_sibling(tx_hash)
+            if found is None:
+                late = rel.receipt(newest, timeout=rel.confirmation_timeout)
+                found = (newest, late) if late is not None else rel.mined_sibling(tx_hash)
+            if found is None:
+                if rel.lookup(newest, nonce=nonce) is relayer.Lookup.DEAD:
+                    found = rel.mined_sibling(tx_hash)
+                    if found is None:
+                        log.warning("pending settlement %s was never mined; settling again", newest)
+                        return None
+                else:
+                    # still unmined after a full confirmation wait: same nonce, bumped fee (defect 8)
+                    replaced = rel.replace_if_stuck(newest, older_than=self.settings.replace_after)
+                    return ledger.Attempt(_pending(request, replaced or newest, payer=request.payer), nonce)
+            mined_hash, receipt = found
             reason: str | None = None
             if receipt["status"] != 1:
                 reason = ERR_TRANSACTION_FAILED
@@ -418,7 +429,7 @@ class Service:
                 SettleResponse(
                     success=reason is None,
                     error_reason=reason,
-                    transaction=tx_hash,
+                    transaction=mined_hash,
                     network=request.network,
                     payer=request.payer,
                 )
