@@ -177,7 +177,13 @@ async def main() -> int:
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": "x402-pricing", "namespace": "x402"},
-                "data": {"pricing.yaml": pricing_yaml(wallet=seller.address, facilitator_url=fac)},
+                "data": {
+                    "pricing.yaml": pricing_yaml(
+                        wallet=seller.address,
+                        facilitator_url=fac,
+                        facilitator_token_file=str(services.token_file(directory)),
+                    )
+                },
             },
         )
         await kube.apply(

@@ -226,11 +226,125 @@ async def create_offers(kube: Kube, ns: str, start: int, stop: int) -> None:
     await asyncio.gather(*(one(i) for i in range(start, stop)))
 
 
+async def hardening(requests: int = 10_000) -> None:
+    """Issue 9: event-loop stall of a 1 MB target, and RSS over distinct 64 KB URIs.
+
+    Stall: the time ``/verify`` runs on the event loop for one request with a 1 MB ``X-Forwarded-Uri``
+    (in process: it never awaits on the unpaid path, so this is exactly the stall), with the default
+    16 KiB target cap (414 at once) and with the cap raised to 1 MiB (the lookup and the challenge run
+    on the whole path). Over HTTP granian already refuses such a header block (431). RSS: a file-mode
+    verifier process, ``requests`` requests with distinct 64 KB URIs (cap raised to 128 KiB so every one
+    is priced and challenged), RSS read every 1,000."""
+    from kube402.verifier import config as config_mod
+    from kube402.verifier.gate import Gate
+    from kube402.verifier.metrics import Metrics
+    from kube402.verifier.table import TableKeeper
+
+    for cap in (None, 1 << 20):
+        extra = f"maxTargetBytes: {cap}\n" if cap else ""
+        cfg, _ = config_mod.parse(
+            f'wallet: "{PAY_TO}"\nfacilitatorURL: http://127.0.0.1:9\n{extra}'
+            "routes:\n  - pattern: /services/x/*\n    price: '0.001'\n",
+            env={},
+        )
+        gate = Gate(config=cfg, metrics=Metrics())
+        keeper = TableKeeper(gate)
+        keeper.set_static(cfg)
+        keeper.rebuild()
+        gate.ready = True
+        one_mb = (1 << 20) - 64  # the whole target stays within 1 MiB
+        for shape, body in (("one segment", "a" * one_mb), ("~524,000 segments", "a/" * (one_mb // 2))):
+            worst, status = 0.0, 0
+            for i in range(30):  # distinct URIs: no cache hit
+                hdrs = {"x-forwarded-uri": f"/services/x/{i:04d}/" + body, "x-forwarded-host": "h"}
+                t = time.perf_counter()
+                resp = await gate.forward_auth(hdrs.get, peer=None)
+                worst = max(worst, time.perf_counter() - t)
+                status = resp.status
+            label = "default 16 KiB cap" if cap is None else "cap raised to 1 MiB"
+            print(
+                f"1 MB target ({shape}), {label}: {status}; longest event-loop stall {worst * 1000:.2f} ms "
+                "(one request, in process; target < 5 ms)"
+            )
+        if gate.facilitator is not None:
+            await gate.facilitator.close()
+    tmp = Path(tempfile.mkdtemp(prefix="kube402-hbench-"))
+    try:
+        port = process.free_port()
+        (tmp / "pricing.yaml").write_text(
+            f'wallet: "{PAY_TO}"\nchain: base-sepolia\nfacilitatorURL: http://127.0.0.1:9\n'
+            "maxTargetBytes: 131072\nroutes:\n  - pattern: /services/x/*\n    price: '0.001'\n"
+        )
+        ver = _file_verifier(tmp, port)
+        try:
+            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=8)) as http:
+                pad = "b" * (64 * 1024 - 40)
+                marks: list[tuple[int, float]] = [(0, rss_mb(ver.pid))]
+                sem = asyncio.Semaphore(8)
+
+                async def one(i: int) -> None:
+                    async with sem:
+                        uri = f"/services/x/{i:08d}/{pad}"
+                        r = await http.get(
+                            f"http://127.0.0.1:{port}/verify", headers={"X-Forwarded-Uri": uri}
+                        )
+                        assert r.status_code == 402, r.status_code
+
+                for start in range(0, requests, 1000):
+                    await asyncio.gather(*(one(i) for i in range(start, min(requests, start + 1000))))
+                    marks.append((min(requests, start + 1000), rss_mb(ver.pid)))
+            text = ", ".join(f"{n}: {mb:.0f} MB" for n, mb in marks)
+            growth = marks[-1][1] - marks[1][1]
+            print(
+                f"RSS over {requests} distinct 64 KB URIs: {text} "
+                f"(growth after the first 1000: {growth:+.0f} MB)"
+            )
+        finally:
+            process.stop(ver.pid)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _file_verifier(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    ver = process.spawn(
+        [
+            sys.executable,
+            "-m",
+            "kube402.cli",
+            "--log-level",
+            "warning",
+            "verifier",
+            "--config",
+            str(tmp / "pricing.yaml"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--proxy-listen",
+            "",
+        ],
+        log=tmp / f"verifier-{port}.log",
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return ver
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("verifier not ready")
+        time.sleep(0.1)
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--offers", type=int, default=10000)
     ap.add_argument("--paid", type=int, default=2000, help="sequential paid requests")
+    ap.add_argument("--hardening-only", action="store_true", help="only the issue-9 stall and RSS figures")
+    ap.add_argument("--hardening-requests", type=int, default=10_000)
     args = ap.parse_args()
+    if args.hardening_only:
+        await hardening(args.hardening_requests)
+        return 0
     for tool in ("wrk", "nginx", "taskset"):
         if not shutil.which(tool):
             print(f"bench/verifier needs {tool} (apt-get install nginx wrk)", file=sys.stderr)
@@ -401,6 +515,7 @@ async def main() -> int:
             "  verifier-added latency (paired difference, includes the ForwardAuth hop): "
             f"p50 {added50:.2f} ms (target < 0.5), p99 {added99:.2f} ms (target < 2)"
         )
+        await hardening(args.hardening_requests)
     finally:
         for pid in procs:
             process.stop(pid)

@@ -13,8 +13,9 @@ verifier's proxy gate (Service ``x402/x402-verifier:8081``) and the in-process `
 publishes itself as the endpoints of the controller's registration and catalog Services (the ERC-8004
 document, ``/skill.md``, ``/api/services.json``; ``kube402.catalog.endpoints``). The controller's agent base
 URL is Traefik's URL, so the document's ``web`` endpoint is the gated route. The ForwardAuth address is the verifier's
-loopback ``/verify`` (Traefik runs on this host). The demo (``hack/demo.py``) runs the same parts as
-background processes instead.
+loopback ``/verify`` (Traefik runs on this host). The facilitator requires a bearer token (a file
+in the workdir, 0600) and the verifier sends it (``facilitatorTokenFile``), as a seller runs them. The demo
+(``hack/demo.py``) runs the same parts as background processes instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -34,7 +36,7 @@ from kube402.chain.facilitator import main as fac_main
 from kube402.controller import main as controller_main
 from kube402.controller.settings import RegistrationSettings, SigningKey
 from kube402.controller.settings import Settings as ControllerSettings
-from kube402.devenv import anvil, netns, process, traefik
+from kube402.devenv import anvil, netns, process, services, traefik
 from kube402.kube import resources
 from kube402.kube.client import Kube
 from kube402.verifier.main import Options, Verifier
@@ -44,11 +46,18 @@ __all__ = ["LocalStack", "pricing_yaml"]
 BUYER_FUNDS = 1_000_000_000
 
 
-def pricing_yaml(*, wallet: str, facilitator_url: str, guard_grace: int = 2) -> str:
-    return (
+def pricing_yaml(
+    *, wallet: str, facilitator_url: str, guard_grace: int = 2, facilitator_token_file: str = ""
+) -> str:
+    """The verifier's pricing config; ``facilitator_token_file`` names the file with the bearer token that
+    ``kube402 facilitator --auth-token-file`` requires (as a seller mounts it from a Secret)."""
+    text = (
         f'wallet: "{wallet}"\nchain: base-sepolia\nfacilitatorURL: {facilitator_url}\nverifyOnly: false\n'
         f"guardGraceSeconds: {guard_grace}\n"
     )
+    if facilitator_token_file:
+        text += f"facilitatorTokenFile: {json.dumps(facilitator_token_file)}\n"
+    return text
 
 
 @dataclasses.dataclass
@@ -109,6 +118,12 @@ class LocalStack:
         return self._anvil.rpc_url
 
     @property
+    def facilitator_token_file(self) -> Path:
+        """The bearer token ``kube402 facilitator`` requires on /verify, /settle and /release; the verifier
+        reads it through ``facilitatorTokenFile``."""
+        return self.workdir / "facilitator.token"
+
+    @property
     def proxy_url(self) -> str:
         assert self.verifier is not None
         return f"http://{self.host_address}:{self.verifier.ports['proxy']}"
@@ -127,7 +142,13 @@ class LocalStack:
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": "x402-pricing", "namespace": names.SYSTEM_NAMESPACE},
-                "data": {"pricing.yaml": pricing_yaml(wallet=self.seller.address, facilitator_url=url)},
+                "data": {
+                    "pricing.yaml": pricing_yaml(
+                        wallet=self.seller.address,
+                        facilitator_url=url,
+                        facilitator_token_file=str(self.facilitator_token_file),
+                    )
+                },
             },
         )
 
@@ -144,6 +165,9 @@ class LocalStack:
             networks=(fac_config.parse_network(f"base-sepolia={self._anvil.rpc_url}"),),
             listen="127.0.0.1:0",
             confirmation_timeout=10.0,
+            auth_token=fac_config.load_token(
+                token_file=str(services.write_token_file(self.facilitator_token_file))
+            ),
         )
         self.facilitator = await self._stack.enter_async_context(
             fac_main.Facilitator(settings, account=self.relayer)

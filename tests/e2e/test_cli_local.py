@@ -63,12 +63,15 @@ class Gate:
 
 
 @contextlib.asynccontextmanager
-async def sell_local(tmp_path: Path, *args: str) -> AsyncIterator[Gate]:
+async def sell_local(tmp_path: Path, *args: str, token: Path | None = None) -> AsyncIterator[Gate]:
+    """``kube402 sell local`` in the foreground; ``token``: the facilitator's bearer-token file, passed as
+    KUBE402_FACILITATOR_TOKEN_FILE (the stack's facilitator requires one)."""
     port = process.free_port()
+    env = cli_env(**({"KUBE402_FACILITATOR_TOKEN_FILE": str(token)} if token else {}))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kube402.cli", "--log-level", "warning", "sell", "local", *args,
         "--listen", f"127.0.0.1:{port}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=cli_env(), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tmp_path,
     )  # fmt: skip
     gate = Gate(proc, f"http://127.0.0.1:{port}")
     try:
@@ -108,7 +111,7 @@ async def test_pays_exactly_the_price_and_refuses_a_replay(
     seller = Account.create().address
     args = ("qwen", "--upstream", upstream.url, "--price", "0.001", "--wallet", seller,
             "--facilitator-url", stack.facilitator.url)  # fmt: skip
-    async with sell_local(tmp_path, *args) as gate:
+    async with sell_local(tmp_path, *args, token=stack.facilitator_token_file) as gate:
         text = gate.text
         assert f"x402 gate on {gate.base}" in text
         assert f"qwen: {gate.base}/services/qwen/ → {upstream.url}/" in text
@@ -156,7 +159,7 @@ async def test_upstream_500_means_no_transfer(
     upstream.answer_status = 500
     args = ("broken", "--upstream", upstream.url, "--price", "0.002", "--wallet", seller,
             "--facilitator-url", stack.facilitator.url)  # fmt: skip
-    async with sell_local(tmp_path, *args) as gate:
+    async with sell_local(tmp_path, *args, token=stack.facilitator_token_file) as gate:
         before = await balances(stack, seller)
         async with x402HttpxClient(buyer(stack), timeout=60) as paying:
             resp = await paying.post(f"{gate.base}/services/broken/v1/chat/completions", json=CHAT)
@@ -182,7 +185,7 @@ async def test_facilitator_down_is_503_with_retry_after(
         "--facilitator-url",
         dead,
     )
-    async with sell_local(tmp_path, *args) as gate:
+    async with sell_local(tmp_path, *args, token=stack.facilitator_token_file) as gate:
         before = await balances(stack, seller)
         async with x402HttpxClient(buyer(stack), timeout=60) as paying:
             resp = await paying.post(f"{gate.base}/services/nofac/v1/chat/completions", json=CHAT)
@@ -210,7 +213,7 @@ async def test_offers_file_edited_while_running_charges_the_new_price(
     offers = tmp_path / "offers.yaml"
     offers.write_text(offers_yaml(stack.facilitator.url, seller, upstream.url, other.url, "0.001"))
     try:
-        async with sell_local(tmp_path, "--offers", str(offers)) as gate:
+        async with sell_local(tmp_path, "--offers", str(offers), token=stack.facilitator_token_file) as gate:
             assert "chat: " in gate.text and f"tools: {gate.base}/tools/ → {other.url}/" in gate.text
             assert "price  0.002 USDC per request (2000 atomic units; declared perMTok 2)" in gate.text
             chat = f"{gate.base}/services/chat/v1/chat/completions"

@@ -273,6 +273,40 @@ async def test_facilitator_down_fails_closed_without_transfer(
         )
 
 
+async def test_the_facilitator_takes_only_the_verifiers_bearer_token(
+    stack: LocalStack, upstream: TestUpstream, ns: str
+) -> None:
+    """As a seller runs it: ``kube402 facilitator --auth-token-file`` and the verifier's
+    ``facilitatorTokenFile``; anyone else is refused before any chain work, the gate still sells."""
+    assert stack.facilitator is not None and stack.verifier is not None
+    token_file = stack.facilitator_token_file
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert stack.verifier.gate.config.facilitator_token_file == str(token_file)
+    name = "fac-token"
+    await sell(stack, ns, name, upstream, gate_mode="proxy")
+    url = f"{stack.gateway_url}/services/{name}/v1/chat/completions"
+    unpaid = await routed(stack, url)
+    http_client = x402HTTPClient(x402_client(stack))
+    required = http_client.get_payment_required_response(unpaid.headers.get, unpaid.json())
+    payload = await x402_client(stack).create_payment_payload(required)
+    body = {
+        "x402Version": 2,
+        "paymentPayload": payload.model_dump(by_alias=True, exclude_none=True),
+        "paymentRequirements": required.accepts[0].model_dump(by_alias=True, exclude_none=True),
+    }
+    before = await stack.balances(stack.seller.address)
+    async with httpx.AsyncClient() as http:
+        for path in ("/verify", "/settle"):
+            resp = await http.post(stack.facilitator.url + path, json=body)
+            assert resp.status_code == 401, (path, resp.status_code, resp.text)
+        assert (await http.get(stack.facilitator.url + "/supported")).status_code == 200
+        resp = await http.post(url, json=CHAT, headers=http_client.encode_payment_signature_header(payload))
+    assert resp.status_code == 200, resp.text
+    assert "payment-response" in resp.headers
+    await chain_quiet(stack)
+    assert (await stack.balances(stack.seller.address))[0] - before[0] == 1000
+
+
 async def test_deleted_offer_has_no_route(stack: LocalStack, upstream: TestUpstream, ns: str) -> None:
     name = "gone"
     await sell(stack, ns, name, upstream)

@@ -55,6 +55,7 @@ class Reason(enum.StrEnum):
     MISSING_MODEL = "MissingModel"
     DECLARED = "Declared"
     MISSING_SERVICE = "MissingService"
+    UPSTREAM_NOT_PERMITTED = "UpstreamNotPermitted"
     UNHEALTHY = "Unhealthy"
     HEALTHY = "Healthy"
     PAUSED = "Paused"

@@ -27,6 +27,7 @@ __all__ = [
     "RECEIVE_WITH_AUTHORIZATION_TYPEHASH",
     "TRANSFER_WITH_AUTHORIZATION_TYPEHASH",
     "Authorization",
+    "AuthorizationOutcome",
     "Domain",
     "Token",
     "sign_authorization",
@@ -196,6 +197,36 @@ class Token:
         fn = self.contract.functions.authorizationState(Web3.to_checksum_address(authorizer), nonce)
         return bool(await self.rpc.run(fn.call))
 
+    async def authorization_outcome(
+        self, authorizer: str, nonce: bytes, *, lookback_blocks: int = 50_000
+    ) -> AuthorizationOutcome:
+        """What happened to an EIP-3009 authorization: used (a transfer to its ``to`` of its ``value`` ran,
+        since the signature binds both; the hash of that transaction when its log is found), canceled (no
+        transfer), or unused. Raises :class:`~kube402.chain.rpc.ChainError` when the node cannot say."""
+        if not await self.authorization_state(authorizer, nonce):
+            return AuthorizationOutcome("unused")
+        latest = await self.rpc.block_number()
+        w3 = self.rpc.w3
+        topics = [_topic_address(authorizer), "0x" + nonce.hex()]
+
+        def logs(topic0: str) -> list[Any]:
+            return list(
+                w3.eth.get_logs(
+                    {
+                        "address": self.address,
+                        "fromBlock": max(0, latest - lookback_blocks),
+                        "toBlock": "latest",
+                        "topics": [topic0, *topics],
+                    }
+                )
+            )
+
+        if await self.rpc.run(lambda: logs(_AUTH_CANCELED)):
+            return AuthorizationOutcome("canceled")
+        used = await self.rpc.run(lambda: logs(_AUTH_USED))
+        tx = "0x" + bytes(used[-1]["transactionHash"]).hex() if used else ""
+        return AuthorizationOutcome("used", tx)
+
     async def mint(self, to: str, amount: int, *, signer: rpc.TxSigner) -> TxReceipt:
         """Owner-only test funding (TestUSDC); ``amount`` in atomic units."""
         _check_amount(amount)
@@ -222,6 +253,20 @@ class Token:
                 "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
             )(*auth.args(), signature)
         return await self.rpc.transact(signer, fn)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuthorizationOutcome:
+    state: Literal["used", "canceled", "unused"]
+    tx_hash: str = ""
+
+
+_AUTH_USED: Final = Web3.to_hex(Web3.keccak(text="AuthorizationUsed(address,bytes32)"))
+_AUTH_CANCELED: Final = Web3.to_hex(Web3.keccak(text="AuthorizationCanceled(address,bytes32)"))
+
+
+def _topic_address(address: str) -> str:
+    return "0x" + "00" * 12 + address.lower().removeprefix("0x")
 
 
 def _check_amount(amount: int) -> None:

@@ -67,6 +67,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=d.workers,
         help="threads running verifications and settlements concurrently (default %(default)s)",
     )
+    p.add_argument(
+        "--auth-token-file",
+        default=None,
+        help=f"file holding the bearer token verifiers must send (env ${config.TOKEN_FILE_ENV}, or the "
+        f"token itself in ${config.TOKEN_ENV}); without one the API is open (local use only)",
+    )
+    p.add_argument(
+        "--max-gas-price-gwei",
+        type=int,
+        default=d.max_gas_price // 10**9 if d.max_gas_price else 0,
+        help="broadcast nothing while the gas price is above this (default %(default)s; 0 = no cap)",
+    )
+    p.add_argument(
+        "--replace-after",
+        type=float,
+        default=d.replace_after,
+        help="seconds a settlement may stay unmined before a retry re-sends it with the same nonce and a "
+        "higher fee (default %(default)s)",
+    )
+    p.add_argument(
+        "--allow-smart-wallets",
+        action="store_true",
+        help="accept EIP-1271 / ERC-6492 payers (they can pass simulation and still revert on chain)",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
             rpc_timeout=args.rpc_timeout,
             gas_limit=args.gas_limit,
             workers=args.workers,
+            auth_token=config.load_token(token_file=args.auth_token_file),
+            max_gas_price=args.max_gas_price_gwei * 10**9 if args.max_gas_price_gwei > 0 else None,
+            allow_smart_wallets=args.allow_smart_wallets,
+            replace_after=args.replace_after,
         )
         config.listen_address(settings.listen)
         account = config.load_key(key_file=args.key_file)

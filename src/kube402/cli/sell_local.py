@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import os
 import socket
 import sys
 import tempfile
@@ -79,6 +80,8 @@ class LocalConfig:
     offers: tuple[LocalOffer, ...]
     wallet: str
     chain: str
+    facilitator_token_file: str = ""
+    """A bearer-token file the gate sends to the facilitator (``facilitatorTokenFile``); empty: none."""
 
 
 def add_parser(s: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +101,10 @@ def add_parser(s: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--facilitator-url",
         help=f"facilitator (env X402_FACILITATOR_URL, default {verifier_config.DEFAULT_FACILITATOR})",
+    )
+    p.add_argument(
+        "--facilitator-token-file",
+        help="file with the facilitator's bearer token (env KUBE402_FACILITATOR_TOKEN_FILE)",
     )
     p.add_argument(
         "--listen", default=DEFAULT_LISTEN, help=f"host:port of the gate (default {DEFAULT_LISTEN})"
@@ -236,6 +243,8 @@ def pricing_text(cfg: LocalConfig) -> str:
         "unmatched": "deny",
         "routes": routes,
     }
+    if cfg.facilitator_token_file:
+        doc["facilitatorTokenFile"] = cfg.facilitator_token_file
     if cfg.wallet:
         doc["wallet"] = cfg.wallet
     if cfg.chain:
@@ -265,6 +274,13 @@ def _from_flags(args: argparse.Namespace, env: Mapping[str, str]) -> LocalConfig
         args.facilitator_url or env.get("X402_FACILITATOR_URL") or verifier_config.DEFAULT_FACILITATOR
     )
     return LocalConfig(fac, (offer,), offer.pay_to, chain)
+
+
+def _with_token(cfg: LocalConfig, args: argparse.Namespace, env: Mapping[str, str]) -> LocalConfig:
+    token = args.facilitator_token_file or env.get("KUBE402_FACILITATOR_TOKEN_FILE") or ""
+    if token and not os.path.isfile(token):
+        raise UsageError(f"--facilitator-token-file {token}: no such file")
+    return dataclasses.replace(cfg, facilitator_token_file=token)
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -324,6 +340,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         cfg = _from_flags(args, env)
+    cfg = _with_token(cfg, args, env)
     host, port = _listen(args.listen)
     return asyncio.run(_serve(args, cfg, host, port, offers_path, env))
 
@@ -422,7 +439,7 @@ async def _watch(
                 chain=args.chain,
                 facilitator=args.facilitator_url or env.get("X402_FACILITATOR_URL"),
             )
-            pricing = pricing_text(cfg)
+            pricing = pricing_text(_with_token(cfg, args, env))
         except UsageError as err:
             print(f"kube402 sell local: {err}; previous offers kept", flush=True)
             continue

@@ -87,6 +87,10 @@ class Controller:
         for inf in self.children.values():
             inf.store.add_index("owner", lambda o: [k] if (k := render.owner_label_key(o)) else [])
         self.services = Informer(kube, resources.SERVICE)
+        self.grants = Informer(kube, resources.REFERENCEGRANT)
+        self.grants.store.add_index(
+            "namespace", lambda o: [str((o.get("metadata") or {}).get("namespace", ""))]
+        )
         self.slices: Informer | None = None
         if Resolution(settings.upstream_resolution) == Resolution.ENDPOINTSLICE:
             self.slices = Informer(kube, resources.ENDPOINTSLICE)
@@ -102,7 +106,7 @@ class Controller:
         self.offers.add_handler(self.registration.on_offer)
         self.offers.add_handler(lambda _event: self.catalog.schedule())
         self.informers = (
-            [self.offers, *self.children.values(), self.services]
+            [self.offers, *self.children.values(), self.services, self.grants]
             + ([self.slices] if self.slices else [])
             + self.registration.informers
         )
@@ -110,6 +114,7 @@ class Controller:
         for inf in self.children.values():
             inf.add_handler(self._on_child)
         self.services.add_handler(self._on_service)
+        self.grants.add_handler(self._on_grant)
         if self.slices:
             self.slices.add_handler(self._on_slice)
 
@@ -137,6 +142,13 @@ class Controller:
 
     def _on_child(self, event: Event) -> None:
         self._enqueue_label(render.owner_label_key(event.obj))
+
+    def _on_grant(self, event: Event) -> None:
+        """A ReferenceGrant changed: offers whose upstream lives in its namespace may gain or lose it."""
+        for offer in self.offers.store:
+            if v1alpha1.ServiceOffer.from_dict(offer).upstream_namespace == event.key[0]:
+                meta = offer["metadata"]
+                self.queue.add((meta["namespace"], meta["name"]))
 
     def _on_service(self, event: Event) -> None:
         for offer in self.offers.store.by_index("upstream", f"{event.key[0]}/{event.key[1]}"):
@@ -202,6 +214,7 @@ class Controller:
             children={k: inf.store for k, inf in self.children.items()},
             services=self.services.store,
             slices=self.slices.store if self.slices else None,
+            grants=self.grants.store,
         )
         limits = httpx.Limits(max_connections=max(16, self.settings.workers * 2))
         async with httpx.AsyncClient(limits=limits, trust_env=False) as http:

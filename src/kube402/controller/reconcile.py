@@ -52,6 +52,8 @@ class Caches:
     services: Store
     slices: Store | None = None
     """EndpointSlices indexed by ``service`` (endpointslice resolution only)."""
+    grants: Store | None = None
+    """Every ReferenceGrant (not only kube402's): a cross-namespace upstream needs one made by its owner."""
 
 
 def subset_equal(desired: Any, actual: Any) -> bool:
@@ -106,7 +108,38 @@ class Reconciler:
 
     # -- observations -----------------------------------------------------------------------------------
 
+    def _upstream_permitted(self, offer: v1alpha1.ServiceOffer) -> bool:
+        """Same namespace, or a ReferenceGrant in the upstream's namespace, not made by kube402, lets
+        HTTPRoutes of the offer's namespace reach that Service (Gateway API semantics)."""
+        ns, svc = offer.upstream_namespace, offer.upstream.service
+        if ns == offer.namespace:
+            return True
+        if self.caches.grants is None:
+            return False
+        for grant in self.caches.grants.by_index("namespace", ns):
+            meta = grant.get("metadata") or {}
+            if (meta.get("labels") or {}).get(names.LABEL_MANAGED_BY) == names.MANAGED_BY_VALUE:
+                continue  # one kube402 made itself proves nothing about the owner's consent
+            spec = grant.get("spec") or {}
+            froms = [f for f in spec.get("from") or [] if isinstance(f, Mapping)]
+            tos = [t for t in spec.get("to") or [] if isinstance(t, Mapping)]
+            if any(
+                f.get("group") == "gateway.networking.k8s.io"
+                and f.get("kind") == "HTTPRoute"
+                and f.get("namespace") == offer.namespace
+                for f in froms
+            ) and any(
+                t.get("group", "") == "" and t.get("kind") == "Service" and t.get("name") in (None, "", svc)
+                for t in tos
+            ):
+                return True
+        return False
+
     async def _observe_upstream(self, offer: v1alpha1.ServiceOffer) -> status.UpstreamObservation:
+        if not self._upstream_permitted(offer):
+            return status.UpstreamObservation.not_permitted(
+                offer.upstream_namespace, offer.upstream.service, offer.namespace
+            )
         svc = self.caches.services.get((offer.upstream_namespace, offer.upstream.service))
         if svc is None:
             return status.UpstreamObservation.missing()
@@ -125,7 +158,16 @@ class Reconciler:
         return await upstream.probe(self.http, base + offer.health_path, timeout=self.settings.probe_timeout)
 
     def _path_owner(self, offer: v1alpha1.ServiceOffer) -> tuple[str, str] | None:
-        """The older offer that already publishes this offer's effective path, if any."""
+        """The older offer that already publishes this offer's effective path, or an offer of another
+        namespace that owns a prefix of it (issue 9, defect 7: it would capture that namespace's traffic by
+        longest prefix), if any."""
+        prefix = offer.effective_path
+        while (cut := prefix.rfind("/")) > 0:
+            prefix = prefix[:cut]
+            for o in self.caches.offers.by_index("path", prefix):
+                meta = o.get("metadata") or {}
+                if meta.get("namespace") != offer.namespace and not meta.get("deletionTimestamp"):
+                    return (str(meta.get("namespace")), str(meta.get("name")))
         mine = _creation_order(offer.raw)
         older = [
             o

@@ -164,11 +164,10 @@ def gate_objects(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> list[Ob
 
 def route_objects(offer: v1alpha1.ServiceOffer, *, settings: Settings) -> list[Obj]:
     """The published route: HTTPRoute ``so-<name>`` plus, for a cross-namespace upstream, its grant."""
-    out = [httproute(offer, settings=settings)]
-    forward_auth = offer.effective_gate_mode(settings.default_gate_mode) != v1alpha1.GateMode.PROXY
-    if forward_auth and offer.upstream_namespace != offer.namespace:
-        out.append(_grant(offer, target_namespace=offer.upstream_namespace, service=offer.upstream.service))
-    return out
+    # A cross-namespace upstream needs a ReferenceGrant that the upstream namespace's owner created: the
+    # controller checks for it and never creates one (issue 9, defect 7: it would be a confused deputy,
+    # letting any offer author sell any namespace's Service).
+    return [httproute(offer, settings=settings)]
 
 
 def child_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -52,6 +52,15 @@ class UpstreamObservation:
         return cls(False, R.UNHEALTHY, (text or "upstream unreachable")[:256])
 
     @classmethod
+    def not_permitted(cls, namespace: str, service: str, offer_namespace: str) -> UpstreamObservation:
+        return cls(
+            False,
+            R.UPSTREAM_NOT_PERMITTED,
+            f"Service {namespace}/{service} may not be sold from namespace {offer_namespace}: no "
+            f"ReferenceGrant in {namespace} allows HTTPRoutes of {offer_namespace} to reach it",
+        )
+
+    @classmethod
     def not_probed(cls) -> UpstreamObservation:
         return cls(False, R.UNHEALTHY, "Upstream not probed: the offer's spec is invalid")
 

@@ -1,6 +1,9 @@
 """kube402's own processes on top of ``stack.up`` (control plane, anvil, Traefik): facilitator, verifier,
 controller, demo upstreams.
 
+The facilitator requires a bearer token (:func:`token_file`, in the environment's directory); whoever writes
+the pricing ConfigMap names that file as ``facilitatorTokenFile`` so the verifier sends it.
+
 Started in the background and recorded in ``.kube402/state.json`` (so ``kube402 dev down`` stops them), on
 free ports kept in the state. ``kube402 dev up`` runs :func:`start` and :func:`seed`; so do ``make demo`` and
 ``bench/e2e.py``. Idempotent: services that are already running are left alone.
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -33,11 +38,14 @@ __all__ = [
     "PORTS",
     "RELAYER_INDEX",
     "SELLER_INDEX",
+    "TOKEN_FILE",
     "demo_upstream",
     "endpoints",
     "seed",
     "start",
+    "token_file",
     "wait_http",
+    "write_token_file",
 ]
 
 PORTS = ("facilitator", "verifier", "gate", "controller", "upstream", "catalog")
@@ -51,6 +59,7 @@ BUYER_FUNDS = 1_000_000_000
 ENV_KEYS = (
     "KUBE402_GATEWAY_URL",
     "KUBE402_FACILITATOR_URL",
+    "KUBE402_FACILITATOR_TOKEN_FILE",
     "X402_FACILITATOR_URL",
     "KUBE402_VERIFIER_URL",
     "KUBE402_GATE_URL",
@@ -60,6 +69,25 @@ ENV_KEYS = (
     "KUBE402_ERC8004_OWNER",
     "X402_WALLET",
 )
+TOKEN_FILE = "facilitator.token"
+"""The facilitator's bearer token in the environment's directory (``--auth-token-file`` of the facilitator,
+``facilitatorTokenFile`` of the verifier's pricing config)."""
+
+
+def write_token_file(path: Path) -> Path:
+    """A fresh random bearer token in ``path`` (created with mode 0600); an existing file is kept."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def token_file(directory: Path) -> Path:
+    """The environment's facilitator token file (created on first use)."""
+    return write_token_file(directory.resolve() / TOKEN_FILE)
 
 
 async def wait_http(url: str, what: str, *, within: float = 60) -> None:
@@ -127,6 +155,7 @@ async def start(directory: Path, *, controller_workers: int = 4, upstream: bool 
     kubeconfig = state.kubeconfig
     host = host_address(state)
     gateway_url = str(state.extra["KUBE402_GATEWAY_URL"])
+    token = await asyncio.to_thread(token_file, directory)
     _spawn(
         directory,
         state,
@@ -137,6 +166,8 @@ async def start(directory: Path, *, controller_workers: int = 4, upstream: bool 
             f"127.0.0.1:{ports['facilitator']}",
             "--rpc-url",
             f"base-sepolia={state.rpc_url}",
+            "--auth-token-file",
+            str(token),
         ],
         env={"KUBE402_FACILITATOR_KEY": relayer.key.hex()},
     )
@@ -220,6 +251,7 @@ def endpoints(directory: Path, state: stack.DevState, ports: dict[str, int]) -> 
     return {
         "KUBE402_GATEWAY_URL": str(state.extra["KUBE402_GATEWAY_URL"]),
         "KUBE402_FACILITATOR_URL": fac,
+        "KUBE402_FACILITATOR_TOKEN_FILE": str(token_file(directory)),
         "X402_FACILITATOR_URL": fac,
         "KUBE402_VERIFIER_URL": f"http://127.0.0.1:{ports['verifier']}",
         "KUBE402_GATE_URL": f"http://{host_address(state)}:{ports['gate']}",
@@ -258,7 +290,7 @@ async def seed(directory: Path) -> list[str]:
             seller = env["X402_WALLET"]
             text = (
                 f'wallet: "{seller}"\nchain: base-sepolia\nfacilitatorURL: {env["KUBE402_FACILITATOR_URL"]}\n'
-                "verifyOnly: false\n"
+                f"facilitatorTokenFile: {token_file(directory)}\nverifyOnly: false\n"
             )
             await kube.apply(
                 resources.SECRET,

@@ -37,7 +37,13 @@ ROUTE_KEYS = {
     "offerName",
     "maxTimeoutSeconds",
     "upstream",
+    "settle",
 }
+SETTLE_AFTER_UPSTREAM = "afterUpstream"
+SETTLE_BEFORE_UPSTREAM = "beforeUpstream"
+"""Proxy mode: settle before the upstream runs (side-effecting services; the buyer pays even if it fails)."""
+DEFAULT_MAX_TARGET_BYTES = 16384
+"""Longest request target / X-Forwarded-Uri accepted; longer → 414 before any other work."""
 
 
 DEFAULT_FACILITATOR = "https://facilitator.x402.rs"
@@ -68,6 +74,9 @@ class StaticRoute:
     upstream: str = ""
     price_model: str = "perRequest"
     per_mtok: str = ""
+    settle: str = SETTLE_AFTER_UPSTREAM
+    invalid: str = ""
+    """Why this route cannot be priced (its path is then guarded, never served free); empty when valid."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,9 +96,14 @@ class Config:
     replay_ttl: float = 600.0
     guard_grace: float = 60.0
     max_payment_header_bytes: int = 16384
-    unmatched: str = "allow"
+    unmatched: str = ""
+    """``allow``/``deny``; empty = the route source's default (file: allow, kube: deny)."""
+    max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     rpc_urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    facilitator_token_file: str = ""
+    """File holding the bearer token for a facilitator that requires one (``kube402 facilitator
+    --auth-token-file``); sent as ``Authorization: Bearer …`` to that origin only."""
 
 
 def validate_facilitator_url(url: str) -> str:
@@ -142,6 +156,9 @@ def _route(r: Mapping[str, Any], *, wallet: str, chain: str) -> StaticRoute:
     for key, value in texts.items():
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{key} must be a string")
+    settle = r.get("settle", SETTLE_AFTER_UPSTREAM)
+    if settle not in (SETTLE_AFTER_UPSTREAM, SETTLE_BEFORE_UPSTREAM):
+        raise ValueError(f"settle must be {SETTLE_AFTER_UPSTREAM} or {SETTLE_BEFORE_UPSTREAM}")
     return StaticRoute(
         pattern=r["pattern"],
         price=str(price),
@@ -155,6 +172,7 @@ def _route(r: Mapping[str, Any], *, wallet: str, chain: str) -> StaticRoute:
         upstream=str(texts["upstream"] or ""),
         price_model=str(texts["priceModel"] or "perRequest"),
         per_mtok=str(texts["perMTok"] or ""),
+        settle=settle,
     )
 
 
@@ -183,8 +201,8 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
     except chains.UnknownNetworkError as err:
         raise ConfigError(str(err)) from None
     facilitator = validate_facilitator_url(str(raw.get("facilitatorURL") or DEFAULT_FACILITATOR))
-    unmatched = str(raw.get("unmatched", "allow"))
-    if unmatched not in ("allow", "deny"):
+    unmatched = str(raw.get("unmatched") or "")
+    if unmatched not in ("", "allow", "deny"):
         raise ConfigError("unmatched must be allow or deny")
     status = _int(raw, "challengeStatus", 402, 401, 402)
     proxies = []
@@ -215,6 +233,8 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         "unmatched",
         "trustedProxies",
         "rpcURLs",
+        "maxTargetBytes",
+        "facilitatorTokenFile",
     }
     warnings += [f"unknown key {k!r} ignored" for k in raw if k not in known]
 
@@ -231,7 +251,9 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         try:
             routes.append(_route(r, wallet=wallet, chain=chain))
         except ValueError as err:
-            warnings.append(f"routes[{i}] ({r['pattern']}) skipped: {err}")
+            # Kept as an invalid route: its path is guarded (503), never left unmatched and served free.
+            warnings.append(f"routes[{i}] ({r['pattern']}) not priced, path guarded: {err}")
+            routes.append(StaticRoute(pattern=r["pattern"], price="", invalid=str(err)))
     return Config(
         wallet=wallet,
         chain=chain,
@@ -249,6 +271,8 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         guard_grace=float(_int(raw, "guardGraceSeconds", 60, 0, 3600)),
         max_payment_header_bytes=_int(raw, "maxPaymentHeaderBytes", 16384, 1024, 1 << 20),
         unmatched=unmatched,
+        max_target_bytes=_int(raw, "maxTargetBytes", DEFAULT_MAX_TARGET_BYTES, 1024, 1 << 20),
         trusted_proxies=tuple(proxies),
         rpc_urls={str(k): str(v) for k, v in rpc_urls.items()},
+        facilitator_token_file=str(raw.get("facilitatorTokenFile") or ""),
     ), warnings

@@ -11,13 +11,16 @@ while it could still execute.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
 import logging
+import re
+import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import orjson
 
@@ -27,7 +30,15 @@ from kube402.verifier.replay import ReplayStore, State
 from kube402.verifier.routes import MatchKind, Route, RouteTable
 from kube402.x402 import codes, facilitator_client, headers, precheck, requirements
 
-__all__ = ["Admitted", "Facilitator", "Gate", "Response"]
+__all__ = [
+    "MIN_UPSTREAM_SECONDS",
+    "SETTLE_MARGIN_SECONDS",
+    "Admitted",
+    "ChainCheck",
+    "Facilitator",
+    "Gate",
+    "Response",
+]
 
 log = logging.getLogger(__name__)
 Code = codes.Code
@@ -35,6 +46,15 @@ HeaderGetter = Callable[[str], "str | None"]
 
 JSON = "application/json"
 _STATUS = {code: str(code) for code in range(100, 600)}
+SETTLE_MARGIN_SECONDS: Final = 5
+"""Proxy mode: time kept between the end of the upstream deadline plus a settle and ``validBefore``."""
+MIN_UPSTREAM_SECONDS: Final = 10
+"""Proxy mode (settling after the upstream): the shortest upstream deadline an authorization must leave.
+An authorization that expires sooner could let the upstream work and then fail to settle (free work)."""
+
+ChainCheck = Callable[["Admitted"], Awaitable["bool | str | None"]]
+"""Asks the chain whether an authorization was executed as a transfer to payTo: a transaction hash or True
+(it was), False (it was not: canceled), None (cannot tell, or not executed yet)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -54,9 +74,17 @@ class Facilitator:
 
     @classmethod
     def start(cls, cfg: config_mod.Config) -> Facilitator:
+        token = ""
+        if cfg.facilitator_token_file:
+            try:
+                with open(cfg.facilitator_token_file, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except OSError as err:
+                log.error("facilitator token file unreadable: %s", err.strerror)
         client = facilitator_client.FacilitatorClient(
             cfg.facilitator_url,
             timeouts=facilitator_client.Timeouts(verify=cfg.verify_timeout, settle=cfg.settle_timeout),
+            authorization=f"Bearer {token}" if token else None,
         )
         supported = facilitator_client.SupportedCache(client, ttl_seconds=cfg.supported_ttl)
         fac = cls(client, supported)
@@ -83,6 +111,13 @@ class Admitted:
     payer: str
     pending_tx: str | None = None
     """Set when this request resumes an earlier settlement whose outcome is unknown (its tx hash, maybe "")."""
+    claim: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(18))
+    """Per-request idempotency key sent to the facilitator (``X-Kube402-Claim``): a claim-aware facilitator
+    admits one request per payment across all replicas; this request's own retries reuse it."""
+    settling: bool = False
+    """A settle call may have reached the facilitator: abandoning now leaves the outcome unknown."""
+    done: bool = False
+    """The entry got its final state (settled, dropped, pending); nothing to clean up."""
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -98,8 +133,15 @@ class Gate:
         facilitator: Facilitator | None = None,
         clock: Callable[[], float] = time.time,
         settle_retry_delay: float = 1.0,
+        default_unmatched: str = "allow",
+        chain: ChainCheck | None = None,
     ) -> None:
         self.config = config
+        self.default_unmatched = default_unmatched
+        """``unmatched`` when the config leaves it empty: ``allow`` for file routes, ``deny`` in kube mode,
+        where every /verify call comes through an offer's Middleware: an unmatched path is a stale route."""
+        self.chain = chain
+        """Resolves unknown settlement outcomes from the chain (``rpcURLs``); None = no chain access."""
         self.metrics = metrics
         self.facilitator = facilitator
         self.clock = clock
@@ -108,6 +150,11 @@ class Gate:
         self.ready = False
         self.replay = ReplayStore(replay_ttl=config.replay_ttl, clock=clock)
         self._retry_after = str(config.retry_after)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def unmatched(self) -> str:
+        return self.config.unmatched or self.default_unmatched
 
     def apply_config(self, config: config_mod.Config) -> None:
         """Take a new configuration (the facilitator is swapped by the caller)."""
@@ -191,31 +238,36 @@ class Gate:
         uri = h("x-forwarded-uri")
         if not uri:
             return self.error(403, Code.MISSING_FORWARDED_URI.value, "forbidden: missing forwarded URI")
+        if len(uri) > self.config.max_target_bytes:
+            return self.error(414, Code.URI_TOO_LONG.value, "request target too long")
         if not self.ready:
             return self.unavailable(None, Code.NOT_READY, "verifier has not synced its routes yet")
         match = self.table.lookup(uri)
         if match.kind is MatchKind.GUARDED:
             return self.unavailable(None, Code.OFFER_UNAVAILABLE, "this offer is not available right now")
         if match.route is None:
-            if self.config.unmatched == "deny":
+            if self.unmatched == "deny":
                 return self.error(403, Code.ROUTE_DENIED.value, "no priced route for this path")
             return Response(200, [], b"")
         route = match.route
         method = (h("x-forwarded-method") or "GET").upper()
         proto = h("x-forwarded-proto") or "http"
         host = h("x-forwarded-host") or h("host") or "localhost"
-        resource = f"{proto}://{host}{_path_only(uri)}"
+        resource = resource_url(proto, host, _path_only(uri))
         admitted = await self.admit(route, h, resource_url=resource, method=method)
         if isinstance(admitted, Response):
             return admitted
         extra: list[tuple[str, str]] = []
         if route.upstream_auth:
             extra.append(("authorization", route.upstream_auth))
-        if method == "HEAD":
-            self.release(admitted)
-            return Response(200, [("x-payment-status", "verified"), *extra], b"")
-        if self.config.verify_only:
-            self.replay.verify_only(admitted.key, valid_before=admitted.decoded.authorization.valid_before)
+        if method == "HEAD" and admitted.pending_tx is not None:
+            self.release(admitted)  # an unresolved settlement stays pending; a HEAD does not resolve it
+            return self.unavailable(
+                route, Code.SETTLEMENT_PENDING, "settlement outcome unknown; retry with the same payment"
+            )
+        if method == "HEAD" or self.config.verify_only:
+            # Verified, never settled: one authorization buys at most one HEAD (or verify-only pass).
+            self.use_unsettled(admitted, head=method == "HEAD")
             return Response(200, [("x-payment-status", "verified"), *extra], b"")
         settled = await self.settle(admitted, accept=h("accept"))
         if isinstance(settled, Response):
@@ -228,14 +280,18 @@ class Gate:
     # -- shared steps -----------------------------------------------------------------------------------
 
     async def admit(
-        self, route: Route, h: HeaderGetter, *, resource_url: str, method: str
+        self, route: Route, h: HeaderGetter, *, resource_url: str, method: str, proxy: bool = False
     ) -> Admitted | Response:
-        """SPEC 7.7 steps 5-11 for a priced route: a Response (challenge or refusal) or an Admitted payment."""
+        """SPEC 7.7 steps 5-11 for a priced route: a Response (challenge or refusal) or an Admitted payment.
+
+        ``proxy``: the proxy gate asks; a CORS preflight is answered here with CORS headers (there is no
+        upstream answer to pass on), and an authorization must outlive the upstream call plus a settle.
+        """
         m = self.metrics
         labels = route.labels
         m.requests.inc(labels)
         if method == "OPTIONS" and h("access-control-request-method"):
-            return Response(200, [], b"")
+            return Response(204 if proxy else 200, cors_preflight(h) if proxy else [], b"")
         accept = h("accept")
         challenge = route.priced.challenge(resource_url)
         sig = h("payment-signature")
@@ -278,6 +334,13 @@ class Gate:
         problem = precheck.check(
             decoded, requirement, now=now, max_validity_seconds=self.config.max_validity_seconds
         )
+        if (
+            problem is None
+            and proxy
+            and not route.settle_before_upstream
+            and decoded.authorization.valid_before < now + self.min_proxy_window()
+        ):
+            problem = Code.VALID_BEFORE
         if problem is not None:
             return self.refuse(route, challenge, problem.value, metric_reason=problem.value, accept=accept)
         auth = decoded.authorization
@@ -290,6 +353,7 @@ class Gate:
         payload_hash = hashlib.sha256(orjson.dumps(decoded.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
         existing = self.replay.begin(key, payload_hash=payload_hash)
         pending_tx: str | None = None
+        pending_claim = ""
         if existing is not None:
             if existing.state is State.IN_FLIGHT:
                 m.failed.inc(labels)
@@ -297,7 +361,9 @@ class Gate:
                 return self.error(
                     409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed"
                 )
-            if existing.state is State.PENDING:
+            if existing.state is State.HEAD_USED and method != "HEAD":
+                self.replay.take_over(key)  # a HEAD was served with it; the paid request may follow
+            elif existing.state is State.PENDING:
                 if existing.payload_hash != payload_hash:
                     return self.unavailable(
                         route,
@@ -306,6 +372,7 @@ class Gate:
                     )
                 self.replay.take_over(key)
                 pending_tx = existing.tx
+                pending_claim = existing.claim
             else:
                 return self.refuse(
                     route,
@@ -330,20 +397,69 @@ class Gate:
             payer=auth.from_address,
             pending_tx=pending_tx,
         )
+        if pending_claim:
+            admitted.claim = pending_claim
         if pending_tx is not None:
             return admitted  # it verified before; only its settlement is unresolved
-        return await self._verify(admitted, accept=accept)
+        try:
+            return await self._verify(admitted, accept=accept)
+        except BaseException:
+            self.replay.drop(key)  # cancelled (client gone) or a bug: nothing may stay in flight
+            self._release_claim(admitted)
+            raise
+
+    def min_proxy_window(self) -> int:
+        """Shortest ``validBefore - now`` the proxy gate accepts when it settles after the upstream."""
+        return MIN_UPSTREAM_SECONDS + int(self.config.settle_timeout) + SETTLE_MARGIN_SECONDS
+
+    def upstream_deadline(self, a: Admitted, route_timeout: float) -> float:
+        """Seconds the upstream may take so that the settle still ends before ``validBefore``."""
+        left = a.decoded.authorization.valid_before - self.clock()
+        return max(1.0, min(route_timeout, left - self.config.settle_timeout - SETTLE_MARGIN_SECONDS))
+
+    def use_unsettled(self, a: Admitted, *, head: bool) -> None:
+        """Verified and served without settlement: a HEAD marks the authorization ``head_used`` (no second
+        HEAD; a GET may still settle it), verifyOnly spends it until validBefore (on this replica)."""
+        a.done = True
+        vb = a.decoded.authorization.valid_before
+        if head:
+            self.replay.head_used(a.key, valid_before=vb)
+            self._release_claim(a)  # the paid request that may follow the HEAD needs the claim
+        else:
+            self.replay.verify_only(a.key, valid_before=vb)
+
+    def abandon(self, a: Admitted) -> None:
+        """The request failed or was cancelled before its entry got a final state: leave nothing in flight.
+        Before any settle call: released; once a settle may have been sent: pending (outcome unknown)."""
+        if a.done:
+            return
+        if a.settling:
+            a.done = True
+            self.replay.pending(
+                a.key,
+                payload_hash=a.payload_hash,
+                tx=a.pending_tx or "",
+                valid_before=a.decoded.authorization.valid_before,
+                claim=a.claim,
+            )
+        else:
+            self.release(a)
 
     def release(self, a: Admitted) -> None:
         """Nothing was settled by this request: forget its entry, or keep an earlier unknown settlement pending."""
+        if a.done:
+            return
+        a.done = True
         if a.pending_tx is None:
             self.replay.drop(a.key)
+            self._release_claim(a)
         else:
             self.replay.pending(
                 a.key,
                 payload_hash=a.payload_hash,
                 tx=a.pending_tx,
                 valid_before=a.decoded.authorization.valid_before,
+                claim=a.claim,
             )
 
     def _bad(self, route: Route, challenge: requirements.Challenge, code: Code, message: str) -> Response:
@@ -366,10 +482,13 @@ class Gate:
             )
         start = time.perf_counter()
         try:
-            result = await fac.client.verify(a.decoded.raw, a.server_requirements, version=a.decoded.version)
+            result = await fac.client.verify(
+                a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
+            )
         except facilitator_client.FacilitatorUnavailable as err:
             self.metrics.facilitator.labels("verify", "unavailable").observe(time.perf_counter() - start)
             self.replay.drop(a.key)
+            self._release_claim(a)  # the verify may have reached it and reserved the payment
             log.warning("facilitator verify failed: %s", err)
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "payment facilitator unavailable")
         self.metrics.facilitator.labels("verify", "valid" if result.is_valid else "invalid").observe(
@@ -378,6 +497,12 @@ class Gate:
         if not result.is_valid:
             self.replay.drop(a.key)
             reason = result.invalid_reason or "invalid_payment"
+            if reason == Code.PAYMENT_IN_PROGRESS.value:  # another replica's request holds the claim
+                self.metrics.failed.inc(route.labels)
+                self.metrics.failures.inc((*route.labels, Code.PAYMENT_IN_PROGRESS.value))
+                return self.error(
+                    409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed"
+                )
             log.info(
                 "payment refused by facilitator", extra={"fields": {"reason": reason, "route": route.pattern}}
             )
@@ -386,52 +511,78 @@ class Gate:
         return a
 
     async def settle(self, a: Admitted, *, accept: str | None) -> tuple[str, str, str] | Response:
-        """Settle (one retry on an unknown outcome); (receipt header name, value, tx) or a refusal."""
+        """Settle (one retry on an unknown outcome); (receipt header name, value, tx) or a refusal.
+
+        Cancellation or an error inside leaves the entry pending (a settle may have been sent), never in
+        flight. A terminal failure after an unknown outcome is not believed blindly: the first attempt may
+        have executed (the retry then sees its nonce used), so the chain is asked before answering 402.
+        """
+        a.settling = True
+        try:
+            return await self._settle(a, accept=accept)
+        finally:
+            self.abandon(a)
+
+    async def _settle(self, a: Admitted, *, accept: str | None) -> tuple[str, str, str] | Response:
         fac = self.facilitator
         route = a.route
         if fac is None:
-            self.replay.pending(
-                a.key,
-                payload_hash=a.payload_hash,
-                tx=a.pending_tx or "",
-                valid_before=a.decoded.authorization.valid_before,
-            )
+            self._pending(a, a.pending_tx or "")
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "no facilitator configured")
         result = None
         known_tx = a.pending_tx or ""
+        unknown = a.pending_tx is not None
         for attempt in range(2):
             if attempt:
                 await asyncio.sleep(self.settle_retry_delay)
             start = time.perf_counter()
             try:
                 result = await fac.client.settle(
-                    a.decoded.raw, a.server_requirements, version=a.decoded.version
+                    a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
                 )
             except facilitator_client.FacilitatorUnavailable as err:
                 self.metrics.facilitator.labels("settle", "unknown").observe(time.perf_counter() - start)
                 log.warning("facilitator settle outcome unknown: %s", err)
                 result = None
+                unknown = True
                 continue
             known_tx = result.transaction or known_tx
             outcome = "pending" if result.pending else ("success" if result.success else "failed")
             self.metrics.facilitator.labels("settle", outcome).observe(time.perf_counter() - start)
             if not result.pending:
                 break
+            unknown = True
         receipt_name = headers.receipt_header(a.decoded.version)
+        if result is not None and not result.pending and not result.success and unknown:
+            verdict = await self._ask_chain(a)
+            if verdict is None:
+                result = None  # cannot tell: keep it pending rather than refuse a payment that went through
+            elif verdict is not False:
+                tx = verdict if isinstance(verdict, str) else known_tx
+                log.info(
+                    "settlement resolved from the chain",
+                    extra={"fields": {"route": route.pattern, "transaction": tx}},
+                )
+                return self._settled(
+                    a,
+                    receipt_name,
+                    {
+                        "success": True,
+                        "transaction": tx,
+                        "network": a.requirement.chain.caip2,
+                        "payer": a.payer,
+                    },
+                    tx,
+                )
         if result is None or result.pending:
-            self.replay.pending(
-                a.key,
-                payload_hash=a.payload_hash,
-                tx=known_tx,
-                valid_before=a.decoded.authorization.valid_before,
-            )
+            self._pending(a, known_tx)
             self.metrics.settlements.inc((*route.labels, "pending"))
             return self.unavailable(
                 route, Code.SETTLEMENT_PENDING, "settlement outcome unknown; retry with the same payment"
             )
         receipt = headers.encode_b64_json(result.raw)
         if not result.success:
-            self.replay.drop(a.key)
+            self.release_dropped(a)
             self.metrics.settlements.inc((*route.labels, "failed"))
             reason = result.error_reason or "settle_failed"
             log.info("settlement failed", extra={"fields": {"reason": reason, "route": route.pattern}})
@@ -443,10 +594,97 @@ class Gate:
                 accept=accept,
                 extra=((receipt_name, receipt),),
             )
-        self.replay.settled(a.key, tx=result.transaction)
-        self.metrics.settlements.inc((*route.labels, "success"))
-        self.metrics.charged.inc(route.labels)
-        return receipt_name, receipt, result.transaction
+        return self._settled(a, receipt_name, result.raw, result.transaction)
+
+    def _settled(self, a: Admitted, receipt_name: str, raw: Any, tx: str) -> tuple[str, str, str]:
+        a.done = True
+        self.replay.settled(a.key, tx=tx)
+        self.metrics.settlements.inc((*a.route.labels, "success"))
+        self.metrics.charged.inc(a.route.labels)
+        return receipt_name, headers.encode_b64_json(raw), tx
+
+    def _pending(self, a: Admitted, tx: str) -> None:
+        a.done = True
+        self.replay.pending(
+            a.key,
+            payload_hash=a.payload_hash,
+            tx=tx,
+            valid_before=a.decoded.authorization.valid_before,
+            claim=a.claim,
+        )
+
+    def _release_claim(self, a: Admitted) -> None:
+        """Best effort: tell the facilitator this request served nothing (its claim would else hold the
+        payment until validBefore). A facilitator without claims answers 404, which is ignored."""
+        fac = self.facilitator
+        if fac is None:
+            return
+
+        async def release() -> None:
+            try:
+                await fac.client.release(
+                    a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
+                )
+            except Exception as err:  # noqa: BLE001 - best effort; the claim expires with the authorization
+                log.debug("claim release not confirmed: %s", err)
+
+        with contextlib.suppress(RuntimeError):
+            task = asyncio.get_running_loop().create_task(release())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def release_dropped(self, a: Admitted) -> None:
+        a.done = True
+        self.replay.drop(a.key)
+
+    async def _ask_chain(self, a: Admitted) -> bool | str | None:
+        if self.chain is None:
+            return None
+        try:
+            return await self.chain(a)
+        except Exception as err:  # noqa: BLE001 - any chain failure means "cannot tell", never a refusal
+            log.warning("chain lookup of an unknown settlement failed: %s", type(err).__name__)
+            return None
+
+
+def cors_preflight(h: HeaderGetter) -> list[tuple[str, str]]:
+    """CORS headers for a preflight answered by the proxy gate: the browser may then send the payment
+    headers and read the challenge and the receipt. Requested names are echoed only if they are tokens."""
+    origin = h("origin")
+    method = (h("access-control-request-method") or "").strip()
+    asked = [n.strip() for n in (h("access-control-request-headers") or "").split(",")]
+    names = [n for n in asked if n and _TOKEN.fullmatch(n)]
+    for extra in ("payment-signature", "x-payment", "content-type"):
+        if extra not in (n.lower() for n in names):
+            names.append(extra)
+    methods = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+    if method and _TOKEN.fullmatch(method) and method.upper() not in methods:
+        methods += ", " + method.upper()
+    out = [
+        ("access-control-allow-origin", origin if origin and _ORIGIN.fullmatch(origin) else "*"),
+        ("access-control-allow-methods", methods),
+        ("access-control-allow-headers", ", ".join(names[:32])),
+        ("access-control-expose-headers", CORS_EXPOSE),
+        ("access-control-max-age", "600"),
+        ("vary", "Origin"),
+    ]
+    return out
+
+
+CORS_EXPOSE: Final = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.:\[\]-]{1,255}")
+
+
+def resource_url(proto: str, host: str, path: str) -> str:
+    """The challenge's resource URL from forwarded (attacker-reachable) parts, always valid UTF-8 text:
+    lone surrogates or undecodable bytes in a header become U+FFFD instead of failing the JSON encoder."""
+    url = f"{proto}://{host}{path}"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        url = url.encode("utf-8", "replace").decode("utf-8")
+    return url
 
 
 def _path_only(uri: str) -> str:

@@ -23,7 +23,7 @@ from kube402.kube.client import Kube
 from kube402.kube.informer import Event, EventType, Informer
 from kube402.verifier import config as config_mod
 from kube402.verifier.app import ProxyApp, VerifierApp
-from kube402.verifier.gate import Facilitator, Gate
+from kube402.verifier.gate import Admitted, Facilitator, Gate
 from kube402.verifier.metrics import Metrics
 from kube402.verifier.proxy import ProxyGate
 from kube402.verifier.routes import Route
@@ -60,7 +60,13 @@ class Verifier:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.metrics = Metrics()
-        self.gate = Gate(config=config_mod.Config(), metrics=self.metrics)
+        self.gate = Gate(
+            config=config_mod.Config(),
+            metrics=self.metrics,
+            default_unmatched="deny" if options.route_source == "kube" else "allow",
+            chain=self._chain_outcome,
+        )
+        self._rpcs: dict[str, Any] = {}
         self.keeper = TableKeeper(
             self.gate, default_gate_mode=options.default_gate_mode, secrets=self._secret
         )
@@ -110,6 +116,7 @@ class Verifier:
         if (
             old_fac is None
             or old.facilitator_url != cfg.facilitator_url
+            or old.facilitator_token_file != cfg.facilitator_token_file
             or (old.verify_timeout, old.settle_timeout, old.supported_ttl)
             != (cfg.verify_timeout, cfg.settle_timeout, cfg.supported_ttl)
         ):
@@ -146,6 +153,31 @@ class Verifier:
             if mtime != self._file_mtime:
                 self._file_mtime = mtime
                 await self.apply_config_text(await asyncio.to_thread(path.read_text), origin=str(path))
+
+    async def _chain_outcome(self, a: Admitted) -> bool | str | None:
+        """SPEC 7.9: an unknown settlement outcome resolved from the chain via ``rpcURLs`` (None: cannot)."""
+        chain = a.requirement.chain
+        urls = self.gate.config.rpc_urls
+        url = next(
+            (u for k, u in urls.items() if k in (chain.caip2, chain.v1_name, str(chain.chain_id))), None
+        )
+        if url is None:
+            return None
+        from kube402.chain import rpc, token  # web3 is heavy: imported only when rpcURLs are used
+
+        node = self._rpcs.get(url)
+        if node is None:
+            node = self._rpcs[url] = rpc.Rpc(url, request_timeout=5.0)
+        await node.require_chain_id(chain.chain_id)
+        auth = a.decoded.authorization
+        outcome = await token.Token(node, a.requirement.asset).authorization_outcome(
+            auth.from_address, auth.nonce
+        )
+        if outcome.state == "used":
+            return outcome.tx_hash or True
+        if outcome.state == "canceled":
+            return False
+        return None  # unused: the earlier transaction may still be mined; keep it pending
 
     # -- kube sources ------------------------------------------------------------------------------------
 

@@ -19,7 +19,10 @@ from kube402.verifier import config as config_mod
 from kube402.verifier.routes import Guard, Route
 from kube402.x402 import requirements
 
-__all__ = ["OfferView", "route_for_offer", "static_route", "upstream_auth_for"]
+__all__ = ["SETTLE_ANNOTATION", "OfferView", "route_for_offer", "static_route", "upstream_auth_for"]
+
+SETTLE_ANNOTATION = "obol.org/settle"
+"""``beforeUpstream`` on an offer: proxy mode settles before the upstream runs (side-effecting services)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,6 +33,10 @@ class OfferView:
     guard: Guard | None
     skipped: str = ""
     """Why a published-looking offer was not priced (invalid price/network), for logs and gauges."""
+    published_guard: Guard | None = None
+    """The path the controller last published (``status.endpoint``) when it differs from the current one:
+    its HTTPRoute (with the x402 Middleware) may still route there, so it stays guarded until the status
+    moves on — across verifier restarts too, unlike a grace period."""
 
 
 def published(offer: v1alpha1.ServiceOffer) -> bool:
@@ -64,9 +71,15 @@ def route_for_offer(
 ) -> OfferView:
     offer = v1alpha1.ServiceOffer.from_dict(raw)
     pattern = offer.effective_path.rstrip("/") + "/*"
+    endpoint = offer.status.get("endpoint")
+    published_guard = None
+    if isinstance(endpoint, str) and endpoint.startswith("/"):
+        old = endpoint.rstrip("/") + "/*"
+        if old != pattern:
+            published_guard = Guard(old, "moved")
     if not published(offer):
         reason = "paused" if offer.paused else "deleting" if offer.deleting else "unpublished"
-        return OfferView(None, Guard(pattern, reason))
+        return OfferView(None, Guard(pattern, reason), published_guard=published_guard)
     try:
         chain = chains.lookup(offer.payment.network)
         charge = money.per_request_charge(offer.payment.price, decimals=chain.decimals)
@@ -78,7 +91,7 @@ def route_for_offer(
             max_timeout_seconds=offer.payment.max_timeout_seconds,
         )
     except (chains.UnknownNetworkError, money.InvalidPriceError, ValueError) as err:
-        return OfferView(None, Guard(pattern, "invalid"), skipped=str(err))
+        return OfferView(None, Guard(pattern, "invalid"), skipped=str(err), published_guard=published_guard)
     return OfferView(
         Route(
             pattern=pattern,
@@ -94,13 +107,18 @@ def route_for_offer(
                 "port": offer.upstream_port,
             },
             max_timeout_seconds=offer.payment.max_timeout_seconds,
+            settle_before_upstream=offer.metadata.annotations.get(SETTLE_ANNOTATION)
+            == config_mod.SETTLE_BEFORE_UPSTREAM,
         ),
         None,
+        published_guard=published_guard,
     )
 
 
 def static_route(r: config_mod.StaticRoute) -> Route:
-    """A static route from ``pricing.yaml``; raises ValueError (route skipped) when it cannot be priced."""
+    """A static route from ``pricing.yaml``; ValueError (its path is then guarded) when it cannot be priced."""
+    if r.invalid:
+        raise ValueError(r.invalid)
     chain = chains.lookup(r.network)
     if r.price_model == "perMTok" and r.per_mtok:
         charge = money.per_request_charge({"perMTok": r.per_mtok}, decimals=chain.decimals)
@@ -123,4 +141,5 @@ def static_route(r: config_mod.StaticRoute) -> Route:
         upstream_auth=r.upstream_auth,
         upstream={"url": r.upstream} if r.upstream else {},
         max_timeout_seconds=r.max_timeout_seconds,
+        settle_before_upstream=r.settle == config_mod.SETTLE_BEFORE_UPSTREAM,
     )

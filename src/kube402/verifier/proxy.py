@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
 
-from kube402.verifier.gate import Gate, Response
+from kube402.verifier.gate import CORS_EXPOSE, Admitted, Gate, Response, resource_url
 from kube402.verifier.routes import MatchKind, Route, normalize_path
 from kube402.x402 import codes
 
@@ -42,6 +42,8 @@ HOP_BY_HOP = frozenset(
 )
 """Not copied between hops. (A request's Content-Length is passed on when the body is streamed unchanged.)"""
 STRIP_REQUEST = frozenset({"payment-signature", "x-payment"})
+MAX_PROXY_TARGET_BYTES = 60000
+"""The upstream URL (base + target) must stay below httpx's 64 KiB URL limit."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -147,6 +149,8 @@ class ProxyGate:
             return await _send(
                 out, gate.error(403, Code.UNTRUSTED_SOURCE.value, "forbidden: untrusted source")
             )
+        if len(req.target) > min(gate.config.max_target_bytes, MAX_PROXY_TARGET_BYTES):
+            return await _send(out, gate.error(414, Code.URI_TOO_LONG.value, "request target too long"))
         if not gate.ready:
             return await _send(
                 out, gate.unavailable(None, Code.NOT_READY, "verifier has not synced its routes yet")
@@ -163,17 +167,50 @@ class ProxyGate:
         proto = req.header("x-forwarded-proto") or "http"
         host = req.header("x-forwarded-host") or req.header("host") or "localhost"
         admitted = await gate.admit(
-            route, req.header, resource_url=f"{proto}://{host}{path}", method=req.method.upper()
+            route,
+            req.header,
+            resource_url=resource_url(proto, host, path),
+            method=req.method.upper(),
+            proxy=True,
         )
         if isinstance(admitted, Response):
-            return await _send(out, admitted)
+            return await _send(out, _with_cors(admitted, req))
+        tracked = _Tracked(out)
+        try:
+            return await self._serve(req, tracked, route, admitted)
+        except Exception:
+            log.exception("proxy request on %s failed after admission", route.pattern)
+            if tracked.started:
+                raise
+            return await _send(out, gate.error(502, Code.UPSTREAM_UNAVAILABLE.value, "upstream unavailable"))
+        finally:
+            gate.abandon(admitted)  # no admission state survives a failed or cancelled request
+
+    async def _serve(self, req: ProxyRequest, out: Responder, route: Route, admitted: Admitted) -> int:
+        gate = self.gate
+        prepaid: tuple[str, str, str] | None = None
+        if route.settle_before_upstream and req.method.upper() != "HEAD":
+            settled = await gate.settle(admitted, accept=req.header("accept"))
+            if isinstance(settled, Response):
+                return await _send(out, _with_cors(settled, req))  # the upstream never runs unpaid
+            prepaid = settled
         try:
             base = self.resolve(route)
         except LookupError as err:
             gate.release(admitted)
             log.warning("cannot resolve upstream of %s: %s", route.pattern, err)
             return await _send(out, gate.error(502, Code.UPSTREAM_UNAVAILABLE.value, "upstream unavailable"))
-        upstream_req = self._build(req, route, base, payer=admitted.payer)
+        timeout = float(max(route.max_timeout_seconds + 120, 60))
+        if prepaid is None:
+            timeout = gate.upstream_deadline(admitted, timeout)
+        try:
+            upstream_req = self._build(req, route, base, payer=admitted.payer, timeout=timeout)
+        except (ValueError, UnicodeError, httpx.InvalidURL) as err:
+            gate.release(admitted)
+            log.info("request on %s cannot be forwarded: %s", route.pattern, type(err).__name__)
+            return await _send(
+                out, gate.error(400, Code.INVALID_REQUEST.value, "request cannot be forwarded")
+            )
         try:
             resp = await self.http.send(upstream_req, stream=True)
         except httpx.HTTPError as err:
@@ -182,16 +219,21 @@ class ProxyGate:
             return await _send(out, gate.error(502, Code.UPSTREAM_UNAVAILABLE.value, "upstream unavailable"))
         try:
             hdrs = [(k.lower(), v) for k, v in resp.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-            if not (200 <= resp.status_code < 300) or req.method.upper() == "HEAD":
-                gate.release(admitted)  # nothing delivered (or HEAD): no charge
+            if prepaid is None and (not (200 <= resp.status_code < 300) or req.method.upper() == "HEAD"):
+                if req.method.upper() == "HEAD" and 200 <= resp.status_code < 300:
+                    gate.use_unsettled(admitted, head=True)  # one authorization buys at most one HEAD
+                else:
+                    gate.release(admitted)  # nothing delivered: no charge
                 send = await out.start(resp.status_code, hdrs)
                 async for chunk in resp.aiter_raw():
                     await send(chunk)
                 return resp.status_code
-            settled = await gate.settle(admitted, accept=req.header("accept"))
-            if isinstance(settled, Response):
-                return await _send(out, settled)  # the upstream's body is withheld
-            receipt_name, receipt, _tx = settled
+            if prepaid is None:
+                settled = await gate.settle(admitted, accept=req.header("accept"))
+                if isinstance(settled, Response):
+                    return await _send(out, _with_cors(settled, req))  # the upstream's body is withheld
+                prepaid = settled
+            receipt_name, receipt, _tx = prepaid
             cache = next((v for k, v in hdrs if k == "cache-control"), "")
             hdrs = [(k, v) for k, v in hdrs if k != "cache-control"]
             hdrs.append(("cache-control", cache if "no-store" in cache else "private"))
@@ -203,7 +245,9 @@ class ProxyGate:
         finally:
             await resp.aclose()
 
-    def _build(self, req: ProxyRequest, route: Route, base: str, *, payer: str) -> httpx.Request:
+    def _build(
+        self, req: ProxyRequest, route: Route, base: str, *, payer: str, timeout: float
+    ) -> httpx.Request:
         target = req.target
         prefix = route.prefix
         if prefix != "/" and not target.startswith(prefix):
@@ -238,14 +282,50 @@ class ProxyGate:
             None,
             "0",
         )
-        timeout = httpx.Timeout(float(max(route.max_timeout_seconds + 120, 60)), connect=5.0)
         return self.http.build_request(
             req.method,
             base.rstrip("/") + target,
-            headers=fwd,
+            headers=[
+                (k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for k, v in fwd
+            ],
             content=req.body if has_body else None,
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         )
+
+
+def _with_cors(resp: Response, req: ProxyRequest) -> Response:
+    """The gate's own answers (402, 503, …) readable by a browser client: allow the origin, expose the
+    payment headers. Upstream answers are relayed as they are."""
+    origin = req.header("origin")
+    if not origin or any(k == "access-control-allow-origin" for k, _ in resp.headers):
+        return resp
+    return Response(
+        resp.status,
+        [
+            *resp.headers,
+            ("access-control-allow-origin", "*"),
+            ("access-control-expose-headers", CORS_EXPOSE),
+        ],
+        resp.body,
+    )
+
+
+class _Tracked(Responder):
+    """Remembers whether a response was begun (after that, a failure cannot be answered any more)."""
+
+    __slots__ = ("inner", "started")
+
+    def __init__(self, inner: Responder) -> None:
+        self.inner = inner
+        self.started = False
+
+    async def respond(self, resp: Response) -> None:
+        self.started = True
+        await self.inner.respond(resp)
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> Callable[[bytes], Awaitable[None]]:
+        self.started = True
+        return await self.inner.start(status, headers)
 
 
 async def _send(out: Responder, resp: Response) -> int:

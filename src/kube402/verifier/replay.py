@@ -24,6 +24,8 @@ class State(enum.StrEnum):
     SETTLED = "settled"
     VERIFY_ONLY = "verify_only"
     PENDING = "pending"
+    HEAD_USED = "head_used"
+    """A paid HEAD was served (never settled): no further HEAD with it; a GET may still settle it."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -32,6 +34,8 @@ class Entry:
     expires: float
     payload_hash: str = ""
     tx: str = ""
+    claim: str = ""
+    """The facilitator claim id of the request that settled or left it pending (resumed with the same id)."""
 
 
 class ReplayStore:
@@ -89,7 +93,10 @@ class ReplayStore:
     def verify_only(self, key: Key, *, valid_before: int) -> None:
         self._entries[key] = Entry(State.VERIFY_ONLY, expires=float(valid_before))
 
-    def pending(self, key: Key, *, payload_hash: str, tx: str, valid_before: int) -> None:
+    def head_used(self, key: Key, *, valid_before: int) -> None:
+        self._entries[key] = Entry(State.HEAD_USED, expires=float(valid_before))
+
+    def pending(self, key: Key, *, payload_hash: str, tx: str, valid_before: int, claim: str = "") -> None:
         self._entries[key] = Entry(
-            State.PENDING, expires=float(valid_before + 600), payload_hash=payload_hash, tx=tx
+            State.PENDING, expires=float(valid_before + 600), payload_hash=payload_hash, tx=tx, claim=claim
         )

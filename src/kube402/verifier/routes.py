@@ -19,7 +19,15 @@ from typing import Any
 
 from kube402.x402 import requirements
 
-__all__ = ["Match", "MatchKind", "Route", "RouteTable", "normalize_path", "split_target"]
+__all__ = [
+    "Match",
+    "MatchKind",
+    "Route",
+    "RouteTable",
+    "needs_normalizing",
+    "normalize_path",
+    "split_target",
+]
 
 
 class MatchKind(enum.Enum):
@@ -42,6 +50,8 @@ class Route:
     upstream: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Proxy mode: ``{"namespace", "service", "port"}`` of an offer, or ``{"url"}`` of a static route."""
     max_timeout_seconds: int = 300
+    settle_before_upstream: bool = False
+    """Proxy mode: settle before calling the upstream (side-effecting services)."""
 
     @property
     def prefix(self) -> str:
@@ -81,30 +91,39 @@ def split_target(target: str) -> str:
 
 
 def normalize_path(path: str) -> str:
-    """Percent-decoded path with dot segments removed (RFC 3986 5.2.4)."""
-    decoded = urllib.parse.unquote(path, errors="replace")
-    out: list[str] = []
+    """Percent-decoded path with dot segments removed (RFC 3986 5.2.4) and empty segments merged.
+
+    ``//services/x`` and ``/services//x`` are the ``/services/x`` an ingress that cleans paths routes them to
+    (Traefik's ``sanitizePath``); behind one that does not (nginx ``auth_request`` with ``$request_uri``),
+    the raw form reaches the upstream's router, which merges them as well. A trailing ``/`` is kept.
+    """
+    decoded = urllib.parse.unquote(path, errors="replace") if "%" in path else path
     segments = decoded.split("/")
+    last = len(segments) - 1
+    out: list[str] = []
     for i, seg in enumerate(segments):
-        if seg == ".":
-            if i == len(segments) - 1:
+        if seg == "" or seg == ".":
+            if i == last and out:
                 out.append("")
             continue
         if seg == "..":
-            if len(out) > 1:
+            if out:
                 out.pop()
-            if i == len(segments) - 1:
+            if i == last and out:
                 out.append("")
             continue
         out.append(seg)
-    result = "/".join(out)
-    return result if result.startswith("/") else "/" + result
+    return "/" + "/".join(out)
+
+
+def needs_normalizing(path: str) -> bool:
+    return "%" in path or "/." in path or "//" in path
 
 
 class RouteTable:
     """An immutable snapshot. Build with :meth:`build`; look up with :meth:`lookup`."""
 
-    __slots__ = ("_exact", "_globs", "_prefix", "routes")
+    __slots__ = ("_depth", "_exact", "_globs", "_prefix", "routes")
 
     def __init__(
         self,
@@ -117,6 +136,8 @@ class RouteTable:
         self._prefix = prefix
         self._globs = globs
         self.routes = routes
+        self._depth = max((k.count("/") for k in prefix if k != "/"), default=0)
+        """Segments of the deepest prefix: a lookup never walks a longer ancestor chain than this."""
 
     @classmethod
     def empty(cls) -> RouteTable:
@@ -168,7 +189,7 @@ class RouteTable:
             return found
         prefix = self._prefix
         if prefix:
-            p = path.rstrip("/") or "/"
+            p = _ancestor_at_depth(path, self._depth).rstrip("/") or "/"
             while True:
                 found = prefix.get(p)
                 if found is not None:
@@ -176,7 +197,7 @@ class RouteTable:
                 if p == "/":
                     break
                 cut = p.rfind("/")
-                p = p[:cut] or "/"
+                p = p[:cut] if cut > 0 else "/"
         for pattern, entry in self._globs:
             if _glob_match(pattern, path):
                 return entry
@@ -186,7 +207,7 @@ class RouteTable:
         """Match a request target (query stripped here) on its raw and its normalized path (SPEC 7.5)."""
         raw = split_target(target)
         entry = self._entry(raw)
-        norm = normalize_path(raw) if ("%" in raw or "/." in raw) else raw
+        norm = normalize_path(raw) if needs_normalizing(raw) else raw
         if norm != raw:
             other = self._entry(norm)
             if isinstance(other, Guard) or isinstance(entry, Guard):
@@ -202,6 +223,16 @@ class RouteTable:
 
     def __len__(self) -> int:
         return len(self.routes)
+
+
+def _ancestor_at_depth(path: str, depth: int) -> str:
+    """``path`` cut after its ``depth``-th segment (``/a/b/c``, 2 → ``/a/b``): O(depth) finds, no slicing."""
+    end = 0
+    for _ in range(depth):
+        end = path.find("/", end + 1)
+        if end == -1:
+            return path
+    return path[:end]
 
 
 def _glob_match(pattern: str, path: str) -> bool:

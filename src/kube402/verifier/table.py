@@ -45,6 +45,7 @@ class TableKeeper:
         self.raw: dict[Key, Mapping[str, Any]] = {}
         self.deleted: dict[str, float] = {}
         self.static: tuple[Route, ...] = ()
+        self.static_guards: tuple[Guard, ...] = ()
         self._handle: asyncio.TimerHandle | None = None
         self._labels: set[tuple[str, str, str]] = set()
         self.rebuilds = 0
@@ -52,13 +53,24 @@ class TableKeeper:
     # -- inputs -----------------------------------------------------------------------------------------
 
     def set_static(self, cfg: config_mod.Config) -> None:
+        """Static routes from a (re)loaded config. A route that cannot be priced keeps the working route it
+        replaces (a reload must not break a paid path), or else guards its path: never unmatched or free."""
+        previous = {r.pattern: r for r in self.static}
         built: list[Route] = []
+        guards: list[Guard] = []
         for r in cfg.routes:
             try:
                 built.append(offers.static_route(r))
             except (ValueError, LookupError) as err:
-                log.warning("static route %s skipped: %s", r.pattern, err)
+                kept = previous.get(r.pattern)
+                if kept is not None:
+                    log.error("static route %s invalid, previous route kept: %s", r.pattern, err)
+                    built.append(kept)
+                else:
+                    log.error("static route %s invalid, path guarded: %s", r.pattern, err)
+                    guards.append(Guard(r.pattern, "invalid"))
         self.static = tuple(built)
+        self.static_guards = tuple(guards)
         self.schedule()
 
     def offer_changed(self, key: Key, raw: Mapping[str, Any]) -> None:
@@ -121,7 +133,14 @@ class TableKeeper:
         now = self.clock()
         self.deleted = {p: t for p, t in self.deleted.items() if t > now}
         routes = [v.route for v in self.views.values() if v.route is not None]
-        guards = [v.guard for v in self.views.values() if v.guard is not None]
+        owners = {r.prefix: r.offer_namespace for r in routes}
+        guards = [
+            g
+            for key, v in self.views.items()
+            for g in (v.guard, v.published_guard)
+            if g is not None and not _under_foreign_prefix(g.pattern, key[0], owners)
+        ]
+        guards += self.static_guards
         live = {r.pattern for r in routes}
         guards += [Guard(p, "deleted") for p in self.deleted if p not in live]
         routes.sort(key=lambda r: r.pattern)
@@ -137,6 +156,19 @@ class TableKeeper:
         m.forget_routes(self._labels - labels)
         self._labels = labels
         return table
+
+
+def _under_foreign_prefix(pattern: str, namespace: str, owners: Mapping[str, str]) -> bool:
+    """True when ``pattern`` lies under a live route of another namespace. An offer there is refused by the
+    controller (PathConflict, issue 9 defect 7); guarding its path would let it block that namespace's
+    traffic (503) instead, so its guard is dropped: the owner's route answers."""
+    prefix = pattern.removesuffix("/*")
+    while (cut := prefix.rfind("/")) > 0:
+        prefix = prefix[:cut]
+        owner = owners.get(prefix)
+        if owner is not None and owner != namespace:
+            return True
+    return False
 
 
 def _pattern(view: offers.OfferView | None) -> str | None:

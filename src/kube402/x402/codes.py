@@ -36,6 +36,8 @@ class Code(enum.StrEnum):
     ROUTE_DENIED = "route_denied"
     ROUTE_NOT_FOUND = "route_not_found"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    URI_TOO_LONG = "uri_too_long"
+    INVALID_REQUEST = "invalid_request"
     # Local checks reuse the x402 spec's reason names (SPEC 7.7 step 9).
     VALID_AFTER = "invalid_exact_evm_payload_authorization_valid_after"
     VALID_BEFORE = "invalid_exact_evm_payload_authorization_valid_before"

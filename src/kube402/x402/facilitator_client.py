@@ -32,6 +32,7 @@ import orjson
 from kube402.x402 import codes
 
 __all__ = [
+    "CLAIM_HEADER",
     "Endpoint",
     "FacilitatorClient",
     "FacilitatorUnavailable",
@@ -55,6 +56,12 @@ class Endpoint(enum.StrEnum):
     VERIFY = "verify"
     SETTLE = "settle"
     SUPPORTED = "supported"
+    RELEASE = "release"
+
+
+CLAIM_HEADER: Final = "X-Kube402-Claim"
+"""Per-request idempotency key; a facilitator listing the ``kube402-claim`` extension admits one request
+per payment across every verifier replica (others ignore the header)."""
 
 
 class Failure(enum.StrEnum):
@@ -202,11 +209,17 @@ class FacilitatorClient:
         await self.aclose()
 
     async def verify(
-        self, payload_raw: Mapping[str, Any], requirements: Mapping[str, Any], *, version: int
+        self,
+        payload_raw: Mapping[str, Any],
+        requirements: Mapping[str, Any],
+        *,
+        version: int,
+        claim: str | None = None,
     ) -> VerifyResult:
         """Ask whether the payment is valid for the server's requirements; nothing is executed on chain."""
         body = _parse(
-            await self._call(Endpoint.VERIFY, _body(payload_raw, requirements, version)), Endpoint.VERIFY
+            await self._call(Endpoint.VERIFY, _body(payload_raw, requirements, version), claim=claim),
+            Endpoint.VERIFY,
         )
         is_valid = body.get("isValid")
         if type(is_valid) is not bool:
@@ -218,12 +231,24 @@ class FacilitatorClient:
             raw=body,
         )
 
+    async def release(
+        self, payload_raw: Mapping[str, Any], requirements: Mapping[str, Any], *, version: int, claim: str
+    ) -> None:
+        """Tell a claim-aware facilitator that the claim's request served nothing (best effort)."""
+        await self._call(Endpoint.RELEASE, _body(payload_raw, requirements, version), claim=claim)
+
     async def settle(
-        self, payload_raw: Mapping[str, Any], requirements: Mapping[str, Any], *, version: int
+        self,
+        payload_raw: Mapping[str, Any],
+        requirements: Mapping[str, Any],
+        *,
+        version: int,
+        claim: str | None = None,
     ) -> SettleResult:
         """Execute the payment; ``FacilitatorUnavailable`` here means the outcome is unknown, not failed."""
         body = _parse(
-            await self._call(Endpoint.SETTLE, _body(payload_raw, requirements, version)), Endpoint.SETTLE
+            await self._call(Endpoint.SETTLE, _body(payload_raw, requirements, version), claim=claim),
+            Endpoint.SETTLE,
         )
         success = body.get("success")
         if type(success) is not bool:
@@ -253,10 +278,10 @@ class FacilitatorClient:
             found.add((version, scheme, network))
         return SupportedKinds(kinds=frozenset(found), raw=body)
 
-    async def _call(self, endpoint: Endpoint, content: bytes | None) -> bytes:
+    async def _call(self, endpoint: Endpoint, content: bytes | None, *, claim: str | None = None) -> bytes:
         try:
             async with asyncio.timeout(self._timeouts.of(endpoint)):
-                return await self._follow(endpoint, content)
+                return await self._follow(endpoint, content, claim)
         except TimeoutError:
             raise FacilitatorUnavailable(endpoint, Failure.TIMEOUT) from None
         except httpx.TimeoutException:
@@ -300,11 +325,13 @@ class FacilitatorClient:
                 body = b"".join(chunks)
             return status, resp.headers.get("location"), body
 
-    async def _follow(self, endpoint: Endpoint, content: bytes | None) -> bytes:
+    async def _follow(self, endpoint: Endpoint, content: bytes | None, claim: str | None = None) -> bytes:
         method = "GET" if content is None else "POST"
         url = self._urls[endpoint]
         origin = (url.scheme, url.host, url.port)
         headers = {"content-type": "application/json"} if content is not None else {}
+        if claim is not None:
+            headers[CLAIM_HEADER] = claim
         if self._authorization is not None:
             headers["authorization"] = self._authorization
         for _hop in range(self._max_redirects + 1):

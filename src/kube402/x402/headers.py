@@ -32,6 +32,7 @@ __all__ = [
     "ASGI_PAYMENT_SIGNATURE",
     "ASGI_X_PAYMENT",
     "DEFAULT_MAX_PAYMENT_HEADER_BYTES",
+    "MAX_JSON_DEPTH",
     "PAYMENT_REQUIRED",
     "PAYMENT_RESPONSE",
     "PAYMENT_SIGNATURE",
@@ -77,6 +78,10 @@ _URLSAFE_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
 _WHITESPACE: Final = b" \t\r\n"
 _DIGIT_MASK: Final = bytes(0x39 if 0x30 <= i <= 0x39 else 0x2E for i in range(256))
 """Maps every digit to ``9`` and everything else to ``.``, so a digit run is a substring search."""
+MAX_JSON_DEPTH: Final = 16
+"""Deepest nesting accepted in a payment header (a real payload nests 4 deep; extensions a few more). The
+decoded object is re-serialized later (payload hash, facilitator body), and the JSON libraries' own limits
+differ between parsing and serializing, so depth is bounded here, at the boundary."""
 _LONG_DIGIT_RUN: Final = b"9" * 19
 """19 digits are needed to leave the exact range of orjson's integers ([-2**63, 2**64))."""
 
@@ -178,7 +183,26 @@ def decode_b64_json(value: str | bytes, *, max_bytes: int) -> object:
             json.loads(decoded, parse_int=_int64)
     except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
         raise _invalid("payment header is not JSON") from None
+    if _too_deep(value, MAX_JSON_DEPTH):
+        raise _invalid("payment header nests too deeply")
     return value
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """True when containers nest deeper than ``limit`` (iterative: no recursion on attacker input)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children: Any = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
 
 
 def _int64(text: str) -> int:

@@ -28,6 +28,7 @@ from kube402.api import chains
 from kube402.x402 import codes, headers, paywall
 
 __all__ = [
+    "DEFAULT_CACHE_BYTES",
     "DEFAULT_MAX_TIMEOUT_SECONDS",
     "MIME_JSON",
     "Challenge",
@@ -43,6 +44,15 @@ MIME_JSON: Final = "application/json"
 DEFAULT_MAX_TIMEOUT_SECONDS: Final = 300
 DEFAULT_CACHE_SIZE: Final = 1024
 """Distinct resource URLs remembered per route (a prefix route can see many paths)."""
+DEFAULT_CACHE_BYTES: Final = 1 << 20
+"""Bytes of challenges remembered per route. The resource URL is attacker-chosen, so the cache is bounded by
+size, not only by count: 100 requests with 300 KB URIs must not cost 100 large challenges."""
+SHARED_CACHE_BYTES: Final = 16 << 20
+"""Bytes of challenges remembered across all routes of the process."""
+_MAX_CACHED_CHALLENGE_BYTES: Final = DEFAULT_CACHE_BYTES // 64
+"""A larger challenge (a long URL) is built per request and never cached."""
+_MAX_VARIANT_BYTES: Final = 4096
+"""Refusal variants are memoized only for challenges up to this size."""
 MAX_ERROR_CHARS: Final = 256
 """Longer refusal texts (e.g. a pathological facilitator reason) are truncated."""
 MAX_ERROR_VARIANTS: Final = 64
@@ -231,6 +241,18 @@ class Challenge:
         else:
             self.body = parts.v1_prefix + error_json + parts.v1_suffix
 
+    @property
+    def nbytes(self) -> int:
+        """Approximate memory held by this challenge (its texts and the shared JSON fragments)."""
+        p = self._parts
+        return (
+            len(self.header)
+            + len(self.body)
+            + len(self.resource_url)
+            + len(p.v2_suffix)
+            + len(p.v1_suffix or b"")
+        )
+
     def with_error(self, error: str) -> Challenge:
         """The same challenge with ``error`` set to a refusal reason (a kube402 code or a facilitator reason)."""
         error = error[:MAX_ERROR_CHARS]
@@ -241,7 +263,7 @@ class Challenge:
         if found is not None:
             return found
         made = Challenge(self.route, resource_url=self.resource_url, error=error, parts=self._parts)
-        if len(variants) < MAX_ERROR_VARIANTS:
+        if len(variants) < MAX_ERROR_VARIANTS and made.nbytes <= _MAX_VARIANT_BYTES:
             variants[error] = made
         return made
 
@@ -267,18 +289,52 @@ class Challenge:
         return self._html
 
 
+class _Budget:
+    """Bytes held by every ChallengeCache of the process (event-loop confined)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
+_SHARED_BUDGET: Final = _Budget(SHARED_CACHE_BYTES)
+
+
 class ChallengeCache:
-    """A bounded LRU of default challenges keyed by resource URL; a hit is one dict lookup."""
+    """A bounded LRU of default challenges keyed by resource URL; a hit is one dict lookup.
 
-    __slots__ = ("_entries", "_route", "_size")
+    Bounded three ways: entries (``size``), bytes per route (``max_bytes``) and bytes per process (a shared
+    budget). A challenge too large to be worth keeping is built on demand and not remembered.
+    """
 
-    def __init__(self, route: PricedRoute, *, size: int) -> None:
+    __slots__ = ("_budget", "_bytes", "_entries", "_max_bytes", "_route", "_size")
+
+    def __init__(
+        self,
+        route: PricedRoute,
+        *,
+        size: int,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
+        budget: _Budget = _SHARED_BUDGET,
+    ) -> None:
         self._route = route
         self._size = max(1, size)
+        self._max_bytes = max_bytes
+        self._budget = budget
+        self._bytes = 0
         self._entries: collections.OrderedDict[str, Challenge] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __del__(self) -> None:
+        self._budget.used -= self._bytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def get(self, resource_url: str) -> Challenge:
         entries = self._entries
@@ -288,12 +344,23 @@ class ChallengeCache:
                 entries.move_to_end(resource_url)
             return found
         made = _build_challenge(self._route, resource_url)
+        cost = made.nbytes
+        if cost > min(_MAX_CACHED_CHALLENGE_BYTES, self._max_bytes):
+            return made
         entries[resource_url] = made
-        while len(entries) > self._size:
+        self._bytes += cost
+        self._budget.used += cost
+        while entries and (
+            len(entries) > self._size
+            or self._bytes > self._max_bytes
+            or self._budget.used > self._budget.limit
+        ):
             try:
-                entries.popitem(last=False)
+                _, old = entries.popitem(last=False)
             except KeyError:
                 break
+            self._bytes -= old.nbytes
+            self._budget.used -= old.nbytes
         return made
 
 

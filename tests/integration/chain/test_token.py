@@ -266,3 +266,21 @@ async def test_a_contract_payer_is_checked_with_eip1271(
         with pytest.raises(rpc.Reverted) as err:
             await send
         assert err.value.reason == reason
+
+
+async def test_authorization_outcome_reads_the_chain(
+    usdc: token.Token,
+    node: rpc.Rpc,
+    chain: devchain.DevChainInfo,
+    buyer: LocalAccount,
+    relayer: LocalAccount,
+) -> None:
+    """Issue 9, defect 2: how the verifier resolves an unknown settlement from ``rpcURLs``."""
+    await devchain.mint(chain, buyer.address, 10_000)
+    auth = _auth(buyer, to=Account.create().address)
+    assert await usdc.authorization_outcome(buyer.address, auth.nonce) == token.AuthorizationOutcome("unused")
+    signature = token.sign_authorization(buyer, auth, domain=_domain())
+    receipt = await usdc.transfer_with_authorization(auth, signature, signer=rpc.LocalSigner(relayer))
+    outcome = await usdc.authorization_outcome(buyer.address.lower(), auth.nonce)
+    assert outcome.state == "used"
+    assert outcome.tx_hash == "0x" + bytes(receipt["transactionHash"]).hex()

@@ -313,9 +313,44 @@ async def test_path_conflict_older_offer_wins(
     await wait_condition(kube, namespace, "second", "Ready", ("True", "Reconciled"))
 
 
-async def test_cross_namespace_upstream_gets_reference_grant(
+async def test_defect7_a_prefix_owned_by_another_namespace_is_refused(
     kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
 ) -> None:
+    """Issue 9, defect 7 (path hijack): an offer of another namespace under a published prefix would capture
+    the victim's traffic by longest prefix; it is refused with PathConflict."""
+    other = namespace + "-hj"
+    await kube.create(
+        resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}
+    )
+    try:
+        await external_service(kube, namespace)
+        await external_service(kube, other)
+        await kube.create(
+            resources.SERVICE_OFFER, offer("victim", namespace, upstream.port, path="/svc/victim")
+        )
+        await wait_condition(kube, namespace, "victim", "Ready", ("True", "Reconciled"))
+        await kube.create(
+            resources.SERVICE_OFFER, offer("thief", other, upstream.port, path="/svc/victim/v1")
+        )
+        obj = await wait_condition(kube, other, "thief", "RoutePublished", ("False", "PathConflict"))
+        assert conditions(obj)["RoutePublished"]["message"] == (
+            f"Path /svc/victim/v1 is already published by {namespace}/victim"
+        )
+        assert await kube.get(resources.HTTPROUTE, "so-thief", namespace=other) is None
+        # the same namespace may nest its own offers
+        await kube.create(
+            resources.SERVICE_OFFER, offer("own", namespace, upstream.port, path="/svc/victim/v2")
+        )
+        await wait_condition(kube, namespace, "own", "Ready", ("True", "Reconciled"))
+    finally:
+        await kube.delete(resources.NAMESPACE, other)
+
+
+async def test_defect7_cross_namespace_upstream_needs_the_owners_reference_grant(
+    kube: Kube, namespace: str, controller: Controller, upstream: TestUpstream
+) -> None:
+    """Issue 9, defect 7 (confused deputy): selling another namespace's Service needs a ReferenceGrant made
+    by that namespace's owner; the controller checks for it and never creates one."""
     other = namespace + "-up"
     await kube.create(
         resources.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}
@@ -325,16 +360,37 @@ async def test_cross_namespace_upstream_gets_reference_grant(
         await kube.create(
             resources.SERVICE_OFFER, offer("xns", namespace, upstream.port, upstream_namespace=other)
         )
+        obj = await wait_condition(
+            kube, namespace, "xns", "UpstreamHealthy", ("False", "UpstreamNotPermitted")
+        )
+        assert conditions(obj)["RoutePublished"]["status"] == "False"
+        assert await kube.get(resources.HTTPROUTE, "so-xns", namespace=namespace) is None
+        assert (await kube.list(resources.REFERENCEGRANT, namespace=other))[0] == []  # none created for it
+        # the upstream namespace's owner consents
+        await kube.create(
+            resources.REFERENCEGRANT,
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1beta1",
+                "kind": "ReferenceGrant",
+                "metadata": {"name": "allow-sellers", "namespace": other},
+                "spec": {
+                    "from": [
+                        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": namespace}
+                    ],
+                    "to": [{"group": "", "kind": "Service", "name": "ollama"}],
+                },
+            },
+        )
         await wait_condition(kube, namespace, "xns", "Ready", ("True", "Reconciled"))
-        grant = await kube.get(resources.REFERENCEGRANT, f"so-{namespace}.xns-backend-grant", namespace=other)
-        assert grant is not None
-        assert grant["spec"]["from"][0]["namespace"] == namespace
-        assert grant["metadata"]["labels"]["obol.org/serviceoffer-namespace"] == namespace
-        await kube.delete(resources.SERVICE_OFFER, "xns", namespace=namespace)
+        grants, _ = await kube.list(resources.REFERENCEGRANT, namespace=other)
+        assert [g["metadata"]["name"] for g in grants] == ["allow-sellers"]
+        # consent withdrawn → the offer is withdrawn
+        await kube.delete(resources.REFERENCEGRANT, "allow-sellers", namespace=other)
+        await wait_condition(kube, namespace, "xns", "UpstreamHealthy", ("False", "UpstreamNotPermitted"))
         await eventually(
-            lambda: kube.get(resources.REFERENCEGRANT, f"so-{namespace}.xns-backend-grant", namespace=other),
-            until=lambda g: g is None,
-            what="grant deleted",
+            lambda: kube.get(resources.HTTPROUTE, "so-xns", namespace=namespace),
+            until=lambda r: r is None,
+            what="route withdrawn",
         )
     finally:
         await kube.delete(resources.NAMESPACE, other)

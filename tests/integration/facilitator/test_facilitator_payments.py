@@ -62,7 +62,7 @@ async def test_supported_lists_exactly_the_configured_network(
 ) -> None:
     kinds = await kube_client.supported()
     assert kinds.kinds == {(1, "exact", "base-sepolia"), (2, "exact", "eip155:84532")}
-    assert kinds.raw["extensions"] == []
+    assert kinds.raw["extensions"] == ["kube402-claim"]
     assert kinds.raw["signers"] == {"eip155:*": [facilitator.relayer_address]}
     sdk = await asyncio.to_thread(sdk_client.get_supported)  # sync client; the server shares this loop
     assert sorted((k.x402_version, k.network) for k in sdk.kinds) == [

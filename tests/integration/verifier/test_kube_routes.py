@@ -101,7 +101,8 @@ async def test_published_offer_is_priced_within_a_second(
         assert v2["resource"]["description"] == f"x402 payment-gated http service: {name}"
         assert resp.json()["accepts"][0]["maxAmountRequired"] == "1000"
         assert obj is not None and obj["status"]["endpoint"] == f"/services/{name}"
-        assert await status_of(verifier, f"/services/{name}x") == 200, "no /services/xy match for /services/x"
+        # unmatched in kube mode is refused (issue 9, defect 6: a stale route must not be free)
+        assert await status_of(verifier, f"/services/{name}x") == 403, "no /services/xy match for /services/x"
     finally:
         upstream.stop()
 
@@ -170,7 +171,7 @@ async def test_deleted_offer_route_gone_after_grace(
         )
         await eventually(
             lambda: status_of(verifier, path),
-            until=lambda s: s == 200,
+            until=lambda s: s == 403,  # kube mode: unmatched is refused, never free (issue 9, defect 6)
             timeout=10,
             what="unknown after the guard grace (2 s here)",
         )
@@ -315,7 +316,7 @@ async def test_survives_apiserver_restart_and_resumes_watch(
         await kube.delete(resources.SERVICE_OFFER, a, namespace=namespace)
         await eventually(
             lambda: status_of(verifier, f"/services/{a}"),
-            until=lambda s: s == 200,
+            until=lambda s: s == 403,  # kube mode: unmatched is refused (issue 9, defect 6)
             timeout=30,
             what="a deletion after the restart is seen",
         )

@@ -69,12 +69,12 @@ class TestGoldenFiles:
         golden.check(GOLDEN / "forward-auth.middleware.yaml", gate["Middleware"], update=update)
         golden.check(GOLDEN / "forward-auth.httproute.yaml", route["HTTPRoute"], update=update)
 
-    def test_forward_auth_cross_namespace_adds_a_reference_grant(self, update: bool) -> None:
+    def test_forward_auth_cross_namespace_renders_no_reference_grant(self, update: bool) -> None:
+        """Issue 9, defect 7: the upstream namespace's owner grants access; the controller never does."""
         offer = make_offer(upstream_namespace="llm")
         route = objects_by_kind(render.route_objects(offer, settings=SETTINGS))
-        assert set(route) == {"HTTPRoute", "ReferenceGrant"}
+        assert set(route) == {"HTTPRoute"}
         golden.check(GOLDEN / "cross-namespace.httproute.yaml", route["HTTPRoute"], update=update)
-        golden.check(GOLDEN / "cross-namespace.referencegrant.yaml", route["ReferenceGrant"], update=update)
 
     def test_proxy_mode(self, update: bool) -> None:
         offer = make_offer(gate_mode="proxy", upstream_namespace="llm")
@@ -91,7 +91,6 @@ class TestGoldenFiles:
         route = objects_by_kind(render.route_objects(offer, settings=SETTINGS))
         golden.check(GOLDEN / "long-name.middleware.yaml", gate["Middleware"], update=update)
         golden.check(GOLDEN / "long-name.httproute.yaml", route["HTTPRoute"], update=update)
-        golden.check(GOLDEN / "long-name.referencegrant.yaml", route["ReferenceGrant"], update=update)
 
 
 class TestRequestTimeout:
@@ -215,8 +214,8 @@ class TestMetadata:
             }
 
     def test_foreign_namespace_grants_have_no_owner_and_name_the_offer_namespace(self) -> None:
-        offer = make_offer(upstream_namespace="llm")
-        grant = objects_by_kind(render.route_objects(offer, settings=SETTINGS))["ReferenceGrant"]
+        offer = make_offer(upstream_namespace="llm", gate_mode="proxy")
+        grant = objects_by_kind(render.gate_objects(offer, settings=SETTINGS))["ReferenceGrant"]
         assert "ownerReferences" not in grant["metadata"]
         assert grant["metadata"]["labels"] == {
             "obol.org/managed-by": "serviceoffer-controller",

@@ -95,12 +95,27 @@ async def test_another_body_with_the_same_authorization_is_decided_after_the_fir
     assert second.attempt_calls == 1
 
 
-async def test_a_terminal_answer_is_forgotten_so_a_replay_is_judged_again() -> None:
-    script = Script([ok(), used()])
+async def test_a_terminal_failure_is_forgotten_so_a_replay_is_judged_again() -> None:
+    script = Script([used(), ok()])
     book = ledger.Ledger()
-    assert (await settle(book, script)()).success
     assert not (await settle(book, script)()).success
+    assert (await settle(book, script)()).success
     assert script.attempt_calls == 2
+
+
+async def test_a_success_is_remembered_for_its_body_and_judged_afresh_for_another() -> None:
+    """Issue 9, defect 2: a verifier retrying after its deadline must get its success back, not a refusal
+    of its own used nonce; another body with that authorization is refused by the mechanism."""
+    script = Script([ok()])
+    book = ledger.Ledger()
+    first = await settle(book, script)()
+    assert first.success
+    again = await settle(book, script)()
+    assert again.success and again.transaction == first.transaction
+    assert script.attempt_calls == 1
+    other = Script([used()])
+    assert not (await settle(book, other, "B")()).success
+    assert other.attempt_calls == 1
 
 
 async def test_a_pending_settlement_is_resolved_by_its_own_resolver_never_attempted_again() -> None:

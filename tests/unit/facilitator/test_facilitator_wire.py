@@ -204,7 +204,7 @@ class TestReplies:
                 {"x402Version": 2, "scheme": "exact", "network": "eip155:84532"},
                 {"x402Version": 2, "scheme": "exact", "network": "eip155:42161"},
             ],
-            "extensions": [],
+            "extensions": ["kube402-claim"],
             "signers": {"eip155:*": ["0xA"]},
         }
 

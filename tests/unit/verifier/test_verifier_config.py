@@ -32,7 +32,9 @@ class TestDefaults:
         assert (cfg.verify_timeout, cfg.settle_timeout, cfg.supported_ttl) == (5.0, 30.0, 600.0)
         assert cfg.retry_after == 5 and cfg.max_validity_seconds == 2592000
         assert cfg.replay_ttl == 600.0 and cfg.guard_grace == 60.0
-        assert cfg.max_payment_header_bytes == 16384 and cfg.unmatched == "allow"
+        assert (
+            cfg.max_payment_header_bytes == 16384 and cfg.unmatched == ""
+        )  # the route source decides (file: allow, kube: deny)
         assert cfg.trusted_proxies == () and dict(cfg.rpc_urls) == {}
 
     def test_wallet_from_env(self) -> None:

@@ -160,7 +160,8 @@ class TestAdmission:
         out = await run(
             pg, "/services/qwen/a", method="OPTIONS", headers={"access-control-request-method": "POST"}
         )
-        assert out.status == 200
+        assert out.status == 204  # answered by the gate, with CORS headers (issue 9)
+        assert out.header("access-control-allow-methods")
         assert env.fac.calls["verify"] == 0
 
 
@@ -278,7 +279,9 @@ class TestUpstreamRequest:
     async def test_upstream_timeout(self, env: Env, pg: ProxyGate, upstream: Upstream) -> None:
         await run(pg, "/services/qwen/a", payload=env.factory.v2())
         t = upstream.requests[0].extensions["timeout"]
-        assert t["read"] == 420.0 and t["connect"] == 5.0
+        # max(maxTimeoutSeconds + 120, 60) = 420, but the settle must end before validBefore (now + 300):
+        # 300 - settleTimeoutSeconds (30) - margin (5) = 265 (issue 9, defect 4)
+        assert t["read"] == 265.0 and t["connect"] == 5.0
 
     async def test_short_max_timeout_gets_at_least_60s(self, upstream: Upstream) -> None:
         env = make_env(route=offer_route(offer(max_timeout=30)))
@@ -373,8 +376,10 @@ class TestSettlement:
         out = await run(pg, "/services/qwen/a", method="HEAD", payload=p)
         assert out.status == 200
         assert upstream.requests[0].method == "HEAD"
-        assert env.fac.calls["settle"] == 0 and len(env.gate.replay) == 0
+        assert env.fac.calls["settle"] == 0 and env.gate.replay.counts()["in_flight"] == 0
         assert out.header("payment-response") is None
+        again = await run(pg, "/services/qwen/a", method="HEAD", payload=p)
+        assert again.status == 402 and len(upstream.requests) == 1  # one authorization, one HEAD
 
     @pytest.mark.parametrize(
         "error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("bad")]

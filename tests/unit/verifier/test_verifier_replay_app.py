@@ -26,7 +26,7 @@ class TestReplayStore:
         assert existing is not None and existing.state is State.IN_FLIGHT
         assert s.begin(KEY2, payload_hash="h") is None
         assert len(s) == 2
-        assert s.counts() == {"in_flight": 2, "settled": 0, "verify_only": 0, "pending": 0}
+        assert s.counts() == {"in_flight": 2, "settled": 0, "verify_only": 0, "pending": 0, "head_used": 0}
 
     def test_in_flight_never_expires(self) -> None:
         s, clock = self.make()

@@ -151,6 +151,16 @@ class TestSettleTerminalFailure:
     async def test_unknown_then_terminal(self, env: Env) -> None:
         env.fac.script["settle"] += [settle_5xx, settle_terminal("transaction_failed")]
         resp = await call(env.gate, pay(env.factory.v2()))
+        # the first attempt may have executed (issue 9, defect 2): without chain access it stays pending
+        assert resp.status == 503 and body_json(resp)["error"] == "settlement_pending"
+
+    async def test_unknown_then_terminal_not_transferred_is_402(self, env: Env) -> None:
+        async def canceled(_a: Any) -> bool:
+            return False
+
+        env.gate.chain = canceled
+        env.fac.script["settle"] += [settle_5xx, settle_terminal("transaction_failed")]
+        resp = await call(env.gate, pay(env.factory.v2()))
         assert resp.status == 402 and body_json(resp)["error"] == "transaction_failed"
 
 
@@ -239,6 +249,10 @@ class TestSettlementPending:
         assert (await call(env.gate, pay(p))).status == 200
 
     async def test_pending_resolution_terminal_failure_is_402_with_receipt(self, env: Env) -> None:
+        async def not_transferred(_a: Any) -> bool:
+            return False
+
+        env.gate.chain = not_transferred
         env.fac.script["settle"] += [settle_pending, settle_pending, settle_terminal("transaction_failed")]
         p = env.factory.v2()
         assert_503_pending(await call(env.gate, pay(p)))

@@ -8,9 +8,11 @@ generic ``500`` without details (they are logged).
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any, Final
 
+from kube402.chain.facilitator import claims
 from kube402.chain.facilitator import service as service_mod
 
 __all__ = ["FacilitatorApp"]
@@ -46,11 +48,26 @@ class FacilitatorApp:
 
     async def _route(self, scope: Any, protocol: Any) -> service_mod.Reply:
         path, method = scope.path, scope.method
-        if path in ("/verify", "/settle"):
+        if path in ("/verify", "/settle", "/release"):
             if method != "POST":
                 return _method_not_allowed("POST")
+            if not self._authorized(scope.headers.get("authorization")):
+                return service_mod.Reply(
+                    401,
+                    _error("unauthorized", "a valid bearer token is required"),
+                    (*_JSON, ("www-authenticate", "Bearer")),
+                )
+            claim = scope.headers.get(claims.CLAIM_HEADER)
+            if claim is not None and not claims.valid_claim_id(claim):
+                return service_mod.Reply(
+                    400, _error("invalid_claim", "X-Kube402-Claim must be 16-128 of [A-Za-z0-9_-]")
+                )
             body = await self._body(scope, protocol)
-            return await (self.service.verify(body) if path == "/verify" else self.service.settle(body))
+            if path == "/verify":
+                return await self.service.verify(body, claim=claim)
+            if path == "/settle":
+                return await self.service.settle(body, claim=claim)
+            return await self.service.release(body, claim=claim)
         if path in ("/supported", "/healthz", "/readyz", "/metrics"):
             if method not in ("GET", "HEAD"):
                 return _method_not_allowed("GET")
@@ -70,6 +87,13 @@ class FacilitatorApp:
                 (("content-type", "text/plain; version=0.0.4; charset=utf-8"),),
             )
         return service_mod.Reply(404, _error("not_found", "unknown endpoint"))
+
+    def _authorized(self, header: str | None) -> bool:
+        token = self.service.settings.auth_token
+        if token is None:
+            return True
+        expected = ("Bearer " + token).encode()
+        return header is not None and hmac.compare_digest(header.encode("utf-8", "replace"), expected)
 
     async def _body(self, scope: Any, protocol: Any) -> bytes:
         declared = scope.headers.get("content-length")

@@ -43,6 +43,10 @@ DEFAULT_LISTEN: Final = "127.0.0.1:4040"
 DEFAULT_NETWORK: Final = chains.DEFAULT_CHAIN
 KEY_ENV: Final = "KUBE402_FACILITATOR_KEY"
 KEY_FILE_ENV: Final = "KUBE402_FACILITATOR_KEY_FILE"
+TOKEN_ENV: Final = "KUBE402_FACILITATOR_TOKEN"
+TOKEN_FILE_ENV: Final = "KUBE402_FACILITATOR_TOKEN_FILE"
+DEFAULT_MAX_GAS_PRICE: Final = 500 * 10**9
+"""500 gwei: above it the relayer sends nothing (a fee spike or a hostile node must not drain it)."""
 _CAIP2: Final = re.compile(r"^eip155:([1-9][0-9]{0,18})$")
 _KEY: Final = re.compile(r"^(?:0x)?[0-9a-fA-F]{64}$")
 
@@ -86,6 +90,15 @@ class Settings:
     """Larger request bodies are refused with ``413``."""
     pending_grace: float = 300.0
     """A pending settlement is remembered until its ``validBefore`` plus this many seconds."""
+    auth_token: str | None = dataclasses.field(default=None, repr=False)
+    """Bearer token every ``/verify``, ``/settle`` and ``/release`` must carry (None: open, local use)."""
+    max_gas_price: int | None = DEFAULT_MAX_GAS_PRICE
+    """Wei per gas above which nothing is broadcast (503); None: no cap."""
+    replace_after: float = 60.0
+    """Seconds a settlement transaction may stay unmined before a retry re-broadcasts it with the same nonce
+    and a bumped fee (a stuck nonce stalls every later settle)."""
+    allow_smart_wallets: bool = False
+    """Accept EIP-1271 / ERC-6492 payers (contract signatures can pass simulation and revert on chain)."""
 
     def __post_init__(self) -> None:
         if not self.networks:
@@ -93,7 +106,12 @@ class Settings:
         ids = [n.chain_id for n in self.networks]
         if len(set(ids)) != len(ids):
             raise ConfigError("a network is configured twice")
-        if self.confirmation_timeout <= 0 or self.rpc_timeout <= 0 or self.receipt_poll <= 0:
+        if (
+            self.confirmation_timeout <= 0
+            or self.rpc_timeout <= 0
+            or self.receipt_poll <= 0
+            or self.replace_after <= 0
+        ):
             raise ConfigError("timeouts must be positive")
         if not 21_000 <= self.gas_limit <= 10_000_000:
             raise ConfigError("gas limit must be between 21000 and 10000000")
@@ -161,6 +179,25 @@ def load_key(*, key_file: str | None = None, env: Mapping[str, str] | None = Non
     except Exception:  # noqa: BLE001 - eth-keys' message could quote the key; report the source only
         raise ConfigError(f"{source} does not hold a valid secp256k1 private key") from None
     return account
+
+
+def load_token(*, token_file: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token verifiers must send, from ``token_file``, ``$KUBE402_FACILITATOR_TOKEN_FILE`` or
+    ``$KUBE402_FACILITATOR_TOKEN``; None when none is configured. At least 16 characters."""
+    env = os.environ if env is None else env
+    path = token_file or env.get(TOKEN_FILE_ENV)
+    if path:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read token file {path}: {err.strerror}") from None
+    else:
+        text = env.get(TOKEN_ENV, "").strip()
+        if not text:
+            return None
+    if len(text) < 16 or not text.isascii() or any(c.isspace() for c in text):
+        raise ConfigError("the facilitator token must be at least 16 visible ASCII characters")
+    return text
 
 
 def redact_url(url: str) -> str:

@@ -10,8 +10,12 @@ transfer can ever carry an authorization, so only one settle job per key runs at
   resolves it from that transaction's receipt through the resolver of the body that broadcast it — never by
   broadcasting again. If the transaction turns out to be dead (never mined, its nonce used by another one),
   the entry's own attempt runs again: the authorization was not executed, so a fresh broadcast is safe.
-* Any terminal answer (success or failure) forgets the entry, so a later replay is judged on chain again.
-  An error raised by a job (the chain could not be asked) reaches every waiter and forgets nothing pending.
+* A **success is never forgotten** while its authorization could matter (until ``validBefore`` plus the
+  grace): the same body settled again — a verifier retrying after its own deadline passed — gets the same
+  success, not "nonce already used" for its own transfer. A different body with that authorization is
+  decided afresh (the mechanism refuses the used nonce).
+* A terminal failure forgets the entry, so a later replay is judged on chain again. An error raised by a
+  job (the chain could not be asked) reaches every waiter and forgets nothing pending.
 
 Pending entries are kept until the authorization's ``validBefore`` plus a grace period (after that the
 transfer can no longer execute). Memory only: a restart forgets pending hashes (a retry then re-simulates,
@@ -53,7 +57,7 @@ Resolve = Callable[[str, "int | None"], Awaitable["Attempt | None"]]
 
 
 class _Entry:
-    __slots__ = ("attempt", "body", "expires", "job", "resolve", "tx_hash", "tx_nonce")
+    __slots__ = ("attempt", "body", "expires", "job", "resolve", "success", "tx_hash", "tx_nonce")
 
     def __init__(self, *, body: str, attempt: Run, resolve: Resolve, expires: float) -> None:
         self.body = body
@@ -63,6 +67,7 @@ class _Entry:
         self.job: asyncio.Future[Attempt] | None = None
         self.tx_hash: str | None = None
         self.tx_nonce: int | None = None
+        self.success: Attempt | None = None
 
 
 class Ledger:
@@ -74,7 +79,7 @@ class Ledger:
     @property
     def pending(self) -> int:
         """Settlements broadcast whose outcome nobody has collected yet."""
-        return sum(1 for e in self._entries.values() if e.tx_hash is not None)
+        return sum(1 for e in self._entries.values() if e.tx_hash is not None and e.success is None)
 
     @property
     def in_flight(self) -> int:
@@ -85,15 +90,29 @@ class Ledger:
         return None if entry is None else entry.tx_hash
 
     async def settle(
-        self, key: wire.AuthorizationKey, *, body: str, expires: float, attempt: Run, resolve: Resolve
+        self,
+        key: wire.AuthorizationKey,
+        *,
+        body: str,
+        expires: float,
+        attempt: Run,
+        resolve: Resolve,
+        owner_retry: bool = True,
     ) -> SettleResponse:
-        """Settle (or join, or resolve) the payment ``body`` whose authorization is ``key``."""
+        """Settle (or join, or resolve) the payment ``body`` whose authorization is ``key``.
+
+        ``owner_retry``: the caller is the request that settled (its claim says so); only it gets a remembered
+        success back. Anyone else replaying the body is judged afresh (the used nonce is refused)."""
         while True:
             self._prune()
             entry = self._entries.get(key)
             if entry is None:
                 entry = _Entry(body=body, attempt=attempt, resolve=resolve, expires=expires)
                 self._entries[key] = entry
+            if entry.success is not None:
+                if entry.body == body and owner_retry:
+                    return entry.success.response
+                return (await attempt()).response  # another body with a used authorization: refused afresh
             if entry.job is None:
                 entry.job = asyncio.ensure_future(self._drive(key, entry))
             owner, job = entry.body, entry.job
@@ -126,6 +145,9 @@ class Ledger:
             entry.tx_hash = result.response.transaction
             if result.tx_nonce is not None:
                 entry.tx_nonce = result.tx_nonce
+        elif result.response.success:
+            entry.success = result
+            entry.tx_hash = None
         else:
             self._forget(key, entry)
         return result

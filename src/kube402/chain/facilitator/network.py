@@ -74,6 +74,8 @@ class Network:
             confirmation_timeout=settings.confirmation_timeout,
             poll=settings.receipt_poll,
             on_nonce=on_nonce,
+            max_gas_price=settings.max_gas_price,
+            allow_smart_wallets=settings.allow_smart_wallets,
         )
         self.x402 = x402FacilitatorSync()
         self.x402.register(

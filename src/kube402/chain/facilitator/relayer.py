@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,9 +55,13 @@ from kube402.chain import rpc
 
 __all__ = ["Lookup", "Probe", "Relayer", "RelayerUnavailable", "observe"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 _TRANSPORT = (requests.RequestException, w3exc.ProviderConnectionError, w3exc.RequestTimedOut, OSError)
 _GAS_PRICE_TTL = 2.0
+_REPLACEMENT_BUMP = 1.125
+"""Nodes accept a replacement (same nonce) only with a fee at least 10 % higher; 12.5 % leaves a margin."""
 _MAX_POLL = 0.5
 _ERC20_BALANCE_ABI = [
     {
@@ -149,7 +154,11 @@ class Relayer:
         confirmation_timeout: float,
         poll: float = 0.01,
         on_nonce: Callable[[int], None] | None = None,
+        max_gas_price: int | None = None,
+        allow_smart_wallets: bool = False,
     ) -> None:
+        self.max_gas_price = max_gas_price
+        self.allow_smart_wallets = allow_smart_wallets
         self._w3: Web3 = node.w3
         self._account = account
         self._address = Web3.to_checksum_address(account.address)
@@ -163,6 +172,10 @@ class Relayer:
         self._price_lock = threading.Lock()
         self._price: tuple[float, int] | None = None
         self._multicall: bool | None = None
+        self._sent: dict[str, tuple[int, str, bytes, int, float]] = {}
+        """Broadcast hash → (nonce, to, data, gas price, monotonic send time), for replacements."""
+        self._siblings: dict[int, list[str]] = {}
+        """Nonce → every hash broadcast with it (the original and its replacements)."""
 
     def __repr__(self) -> str:
         return f"Relayer({self._address}, chain {self._chain_id})"
@@ -198,7 +211,9 @@ class Relayer:
             return self._try_aggregate(args[1])
         contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
         call = getattr(contract.functions, function_name)(*args)
-        return _guard("eth_call", lambda: call.call({"from": self._address}))
+        # Simulate the way the chain will execute: against the pending block (current time), not the
+        # latest one, whose timestamp on an idle chain lags behind a validAfter that is valid now.
+        return _guard("eth_call", lambda: call.call({"from": self._address}, block_identifier="pending"))
 
     def verify_typed_data(
         self,
@@ -241,6 +256,8 @@ class Relayer:
         with contextlib.suppress(Exception):  # malformed signature bytes: not an EOA signature
             if str(Account.recover_message(signable, signature=signature)).lower() == address.lower():
                 return True
+        if not self.allow_smart_wallets:
+            return False  # EIP-1271 payers only when enabled: a contract can pass simulation and revert
         if not self.get_code(address):
             return False
         digest = HexBytes(b"\x19\x01" + signable.header + signable.body)
@@ -326,6 +343,9 @@ class Relayer:
     def _send(self, to: str, data: bytes) -> str:
         price = self._gas_price()
         probe = _probe()
+        if self.max_gas_price is not None and price > self.max_gas_price:
+            probe.fail("gas price above the configured cap")
+            raise RelayerUnavailable(f"gas price {price} wei is above the cap of {self.max_gas_price} wei")
         target = Web3.to_checksum_address(to)
         with self._send_lock:
             for attempt in (1, 2):
@@ -359,10 +379,78 @@ class Relayer:
                         raise RelayerUnavailable("the node refused the relayer's transaction") from err
                 self._next_nonce = nonce + 1
                 probe.accepted = True
+                self._remember(tx_hash, nonce, target, data, price)
                 if self._on_nonce is not None:
                     self._on_nonce(nonce + 1)
                 return tx_hash
         raise AssertionError("unreachable")
+
+    def _remember(self, tx_hash: str, nonce: int, to: str, data: bytes, price: int) -> None:
+        self._sent[tx_hash] = (nonce, to, data, price, time.monotonic())
+        self._siblings.setdefault(nonce, []).append(tx_hash)
+        if len(self._sent) > 10_000:  # bounded: the oldest records are of long-mined transactions
+            for old in list(self._sent)[:1000]:
+                n = self._sent.pop(old)[0]
+                self._siblings.pop(n, None)
+
+    def siblings(self, tx_hash: str) -> list[str]:
+        """Every hash broadcast with ``tx_hash``'s nonce, newest last (just ``[tx_hash]`` if unknown)."""
+        sent = self._sent.get(tx_hash)
+        return list(self._siblings.get(sent[0], [tx_hash])) if sent else [tx_hash]
+
+    def mined_sibling(self, tx_hash: str) -> tuple[str, TxReceipt] | None:
+        """The hash (of ``tx_hash`` or a replacement of it) that was mined, with its receipt."""
+        for h in self.siblings(tx_hash):
+            receipt = _guard("eth_getTransactionReceipt", lambda h=h: self._receipt_or_none(h))  # type: ignore[misc]
+            if receipt is not None:
+                return h, receipt
+        return None
+
+    def replace_if_stuck(self, tx_hash: str, *, older_than: float) -> str | None:
+        """Re-broadcast a transaction that is still unmined after ``older_than`` seconds with the same nonce
+        and a bumped gas price (a stuck nonce would stall every later settle). Returns the new hash, or
+        None when it is not stuck, already mined, or the bumped price would exceed the cap."""
+        with self._send_lock:
+            newest = self.siblings(tx_hash)[-1]
+            sent = self._sent.get(newest)
+            if sent is None or time.monotonic() - sent[4] < older_than:
+                return None
+            nonce, to, data, old_price, _ = sent
+            mined = int(
+                _guard(
+                    "eth_getTransactionCount",
+                    lambda: self._w3.eth.get_transaction_count(self._address, "latest"),
+                )
+            )
+            if mined > nonce:
+                return None
+            with self._price_lock:
+                self._price = None
+            price = max(int(old_price * _REPLACEMENT_BUMP) + 1, self._gas_price())
+            if self.max_gas_price is not None and price > self.max_gas_price:
+                log.warning(
+                    "transaction %s is stuck but its replacement would exceed the gas-price cap", newest
+                )
+                return None
+            tx: TxParams = {
+                "to": to,
+                "data": data,
+                "value": Wei(0),
+                "nonce": Nonce(nonce),
+                "gas": self._gas_limit,
+                "gasPrice": Wei(price),
+                "chainId": self._chain_id,
+            }
+            signed = self._account.sign_transaction(tx)  # type: ignore[arg-type]
+            new_hash = _hex(signed.hash)
+            try:
+                self._w3.eth.send_raw_transaction(signed.raw_transaction)
+            except w3exc.Web3RPCError as err:
+                log.warning("replacement of %s refused: %s", newest, str(err)[:200])
+                return None
+            self._remember(new_hash, nonce, to, data, price)
+            log.warning("transaction %s stuck; replaced by %s at %d wei/gas", newest, new_hash, price)
+            return new_hash
 
     def _nonce(self) -> int:
         if self._next_nonce is None:
@@ -388,7 +476,7 @@ class Relayer:
     # -- Multicall3 stand-in ------------------------------------------------------------------------
 
     def _call(self, params: TxParams) -> bytes:
-        return bytes(_guard("eth_call", lambda: self._w3.eth.call(params)))
+        return bytes(_guard("eth_call", lambda: self._w3.eth.call(params, "pending")))
 
     def _has_multicall(self) -> bool:
         if self._multicall is None:

@@ -44,8 +44,9 @@ from x402.mechanisms.evm.constants import (
 from x402.mechanisms.evm.exact.eip3009_utils import verify_eip3009_transfer_event
 from x402.schemas import SchemeNotFoundError, SettleResponse, VerifyResponse
 
+from kube402.api import chains
 from kube402.chain import rpc
-from kube402.chain.facilitator import config, ledger, metrics, network, relayer, wire
+from kube402.chain.facilitator import claims, config, ledger, metrics, network, relayer, wire
 
 __all__ = ["Reply", "Service"]
 
@@ -86,6 +87,11 @@ class Service:
             if net.config.v1_name is not None:
                 self._by_name[(1, net.config.v1_name)] = net
         self.ledger = ledger.Ledger()
+        self.claims = claims.Claims()
+        self._assets = {net.config.chain_id: _allowed_assets(net.config) for net in self.networks}
+        self._in_flight: dict[tuple[int, str, str], int] = {}
+        """Atomic units being settled per (chain, asset, payer): reserved against the balance first."""
+        self._payer_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
         metrics.track_ledger(pending=lambda: self.ledger.pending, in_flight=lambda: self.ledger.in_flight)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             settings.workers, thread_name_prefix="x402-mechanism"
@@ -122,11 +128,11 @@ class Service:
 
     # -- /verify ------------------------------------------------------------------------------------
 
-    async def verify(self, body: bytes) -> Reply:
+    async def verify(self, body: bytes, *, claim: str | None = None) -> Reply:
         started = time.perf_counter()
         seen = _Seen()
         try:
-            response = self._sanitized(await self._verify(body, seen))
+            response = self._sanitized(await self._verify(body, seen, claim))
         except wire.NotJson as err:
             reply = Reply(400, wire.dump(wire.verify_failure(wire.Reason.INVALID_PAYLOAD, str(err))))
             self.metrics.verify.labels(seen.label, "bad_request", "").inc()
@@ -143,23 +149,49 @@ class Service:
         self.metrics.duration.labels("verify").observe(time.perf_counter() - started)
         return reply
 
-    async def _verify(self, body: bytes, seen: _Seen) -> VerifyResponse:
-        """The verdict; raises :class:`wire.NotJson` or :class:`Unavailable` for the non-200 answers."""
+    async def _verify(self, body: bytes, seen: _Seen, claim: str | None) -> VerifyResponse:
+        """The verdict; raises :class:`wire.NotJson` or :class:`Unavailable` for the non-200 answers.
+
+        With a claim id, a valid verdict also reserves the authorization for that request (claims.py):
+        the reservation is taken before the mechanism runs (no await in between) and dropped if invalid.
+        """
         try:
             request = wire.parse_request(body)
             net = self._network(request)
         except wire.Invalid as err:
             return wire.verify_failure(err.reason, err.message, payer=err.payer)
         seen.label = net.config.label
-        await net.ensure_ready()
-        response, probe, error = await self._run(
-            lambda: net.x402.verify(request.payload, request.requirements)
-        )
-        if error is not None or response is None:
-            return self._verify_error(error, probe, net, request)
-        if not response.is_valid and probe.rpc_failure:
-            raise network.Unavailable(probe.rpc_failure)
+        try:
+            self._admissible(net, request)
+        except wire.Invalid as err:
+            return wire.verify_failure(err.reason, err.message, payer=request.payer)
+        key = request.authorization(net.config.chain_id)
+        if claim is not None:
+            refused = self.claims.reserve(
+                key, owner=claim, body=request.body_key, expires=self._claim_expiry(request)
+            )
+            if refused is not None:
+                return wire.verify_failure(
+                    refused, "this authorization is claimed by another request", payer=request.payer
+                )
+        try:
+            await net.ensure_ready()
+            response, probe, error = await self._run(
+                lambda: net.x402.verify(request.payload, request.requirements)
+            )
+            if error is not None or response is None:
+                response = self._verify_error(error, probe, net, request)
+            elif not response.is_valid and probe.rpc_failure:
+                raise network.Unavailable(probe.rpc_failure)
+        except BaseException:
+            self.claims.release(key, owner=claim)
+            raise
+        if not response.is_valid:
+            self.claims.release(key, owner=claim)
         return response
+
+    def _claim_expiry(self, request: wire.PaymentRequest) -> float:
+        return _valid_before(request) + self.settings.pending_grace
 
     def _verify_error(
         self,
@@ -177,11 +209,11 @@ class Service:
 
     # -- /settle ------------------------------------------------------------------------------------
 
-    async def settle(self, body: bytes) -> Reply:
+    async def settle(self, body: bytes, *, claim: str | None = None) -> Reply:
         started = time.perf_counter()
         seen = _Seen()
         try:
-            response = self._sanitized(await self._settle(body, seen))
+            response = self._sanitized(await self._settle(body, seen, claim))
         except wire.NotJson as err:
             reply = Reply(
                 400, wire.dump(wire.settle_failure(wire.Reason.INVALID_PAYLOAD, str(err), network=""))
@@ -216,7 +248,19 @@ class Service:
         self.metrics.duration.labels("settle").observe(time.perf_counter() - started)
         return reply
 
-    async def _settle(self, body: bytes, seen: _Seen) -> SettleResponse:
+    async def release(self, body: bytes, *, claim: str | None) -> Reply:
+        """``POST /release``: the claim's request served nothing; another request may now use the payment."""
+        try:
+            request = wire.parse_request(body)
+            net = self._network(request)
+        except wire.NotJson as err:
+            return Reply(400, b'{"released":false,"error":"' + str(err).encode() + b'"}')
+        except wire.Invalid:
+            return Reply(200, b'{"released":false}')
+        done = self.claims.release(request.authorization(net.config.chain_id), owner=claim)
+        return Reply(200, b'{"released":true}' if done else b'{"released":false}')
+
+    async def _settle(self, body: bytes, seen: _Seen, claim: str | None = None) -> SettleResponse:
         """The outcome; raises :class:`wire.NotJson` or :class:`Unavailable` for the non-200 answers."""
         try:
             request = wire.parse_request(body)
@@ -227,14 +271,94 @@ class Service:
                 err.reason, err.message, network=err.network or seen.network, payer=err.payer
             )
         seen.label = net.config.label
-        await net.ensure_ready()
-        return await self.ledger.settle(
-            request.authorization(net.config.chain_id),
-            body=request.body_key,
-            expires=_valid_before(request) + self.settings.pending_grace,
-            attempt=lambda: self._attempt(net, request),
-            resolve=lambda tx, nonce: self._resolve(net, request, tx, nonce),
+        try:
+            self._admissible(net, request)
+        except wire.Invalid as err:
+            return wire.settle_failure(err.reason, err.message, network=request.network, payer=request.payer)
+        key = request.authorization(net.config.chain_id)
+        refused = self.claims.may_settle(
+            key, owner=claim, body=request.body_key, expires=self._claim_expiry(request)
         )
+        if refused is not None:
+            return wire.settle_failure(
+                refused,
+                "another request holds this authorization",
+                network=request.network,
+                payer=request.payer,
+            )
+        try:
+            await net.ensure_ready()
+            response = await self.ledger.settle(
+                key,
+                body=request.body_key,
+                expires=_valid_before(request) + self.settings.pending_grace,
+                attempt=lambda: self._budgeted(net, request),
+                resolve=lambda tx, nonce: self._resolve(net, request, tx, nonce),
+                owner_retry=claim is not None,
+            )
+        except network.Unavailable:
+            self.claims.release(key, owner=claim)  # nothing was broadcast
+            raise
+        if response.success or response.error_reason == wire.Reason.SETTLEMENT_PENDING:
+            self.claims.settled(key, owner=claim, pending=not response.success)
+        else:
+            self.claims.release(key, owner=claim)
+        return response
+
+    def _admissible(self, net: network.Network, request: wire.PaymentRequest) -> None:
+        """Refusals before any chain work (defect 8): only the chain table's token, EOA payers unless
+        smart wallets are enabled."""
+        if request.requirements.asset.lower() not in self._assets[net.config.chain_id]:
+            raise wire.Invalid(
+                wire.Reason.ASSET_NOT_ALLOWED,
+                "this facilitator settles only the chain's USDC",
+                network=request.network,
+                payer=request.payer,
+            )
+        if request.signature_bytes != 65 and not self.settings.allow_smart_wallets:
+            raise wire.Invalid(
+                wire.Reason.SMART_WALLET_NOT_ENABLED,
+                "only 65-byte EOA signatures are accepted (smart-wallet payers are not enabled)",
+                network=request.network,
+                payer=request.payer,
+            )
+
+    async def _budgeted(self, net: network.Network, request: wire.PaymentRequest) -> ledger.Attempt:
+        """Settle only what the payer can afford counting every settle of its already in flight, so N
+        concurrent authorizations beyond the balance cannot all pass simulation and revert at the
+        relayer's cost. The balance is read at the pending block; the check and the reservation happen
+        under a per-payer lock."""
+        budget_key = (net.config.chain_id, request.requirements.asset.lower(), request.payer.lower())
+        lock = self._payer_locks.setdefault(budget_key, asyncio.Lock())
+        async with lock:
+            balance, probe, error = await self._run(
+                lambda: net.relayer.get_balance(request.payer, request.requirements.asset)
+            )
+            if error is not None or balance is None:
+                if probe.rpc_failure:
+                    raise network.Unavailable(probe.rpc_failure)
+                raise network.Unavailable("the payer's balance could not be read")
+            reserved = self._in_flight.get(budget_key, 0)
+            if balance < reserved + request.value:
+                return ledger.Attempt(
+                    wire.settle_failure(
+                        wire.Reason.INSUFFICIENT_BALANCE,
+                        "the payer's balance does not cover this and its settlements in flight",
+                        network=request.network,
+                        payer=request.payer,
+                    )
+                )
+            self._in_flight[budget_key] = reserved + request.value
+        try:
+            return await self._attempt(net, request)
+        finally:
+            left = self._in_flight.get(budget_key, 0) - request.value
+            if left > 0:
+                self._in_flight[budget_key] = left
+            else:
+                self._in_flight.pop(budget_key, None)
+                if not lock.locked():
+                    self._payer_locks.pop(budget_key, None)
 
     async def _attempt(self, net: network.Network, request: wire.PaymentRequest) -> ledger.Attempt:
         response, probe, error = await self._run(
@@ -273,12 +397,23 @@ class Service:
         auth = request.payload.payload["authorization"]
 
         def work() -> ledger.Attempt | None:
-            receipt = net.relayer.receipt(tx_hash, timeout=net.relayer.confirmation_timeout)
-            if receipt is None:
-                if net.relayer.lookup(tx_hash, nonce=nonce) is relayer.Lookup.DEAD:
-                    log.warning("pending settlement %s was never mined; settling again", tx_hash)
-                    return None
-                return ledger.Attempt(_pending(request, tx_hash, payer=request.payer), nonce)
+            rel = net.relayer
+            newest = rel.siblings(tx_hash)[-1]  # the latest replacement, if the original was stuck
+            found = rel.mined_sibling(tx_hash)
+            if found is None:
+                late = rel.receipt(newest, timeout=rel.confirmation_timeout)
+                found = (newest, late) if late is not None else rel.mined_sibling(tx_hash)
+            if found is None:
+                if rel.lookup(newest, nonce=nonce) is relayer.Lookup.DEAD:
+                    found = rel.mined_sibling(tx_hash)
+                    if found is None:
+                        log.warning("pending settlement %s was never mined; settling again", newest)
+                        return None
+                else:
+                    # still unmined after a full confirmation wait: same nonce, bumped fee (defect 8)
+                    replaced = rel.replace_if_stuck(newest, older_than=self.settings.replace_after)
+                    return ledger.Attempt(_pending(request, replaced or newest, payer=request.payer), nonce)
+            mined_hash, receipt = found
             reason: str | None = None
             if receipt["status"] != 1:
                 reason = ERR_TRANSACTION_FAILED
@@ -294,7 +429,7 @@ class Service:
                 SettleResponse(
                     success=reason is None,
                     error_reason=reason,
-                    transaction=tx_hash,
+                    transaction=mined_hash,
                     network=request.network,
                     payer=request.payer,
                 )
@@ -362,6 +497,14 @@ def _unrouted(request: wire.PaymentRequest) -> tuple[str, str]:
     if request.payload.get_scheme() != wire.SCHEME:
         return ERR_UNSUPPORTED_SCHEME, f"scheme {request.payload.get_scheme()!r} is not supported"
     return ERR_NETWORK_MISMATCH, f"the payload is for network {request.payload.get_network()!r}"
+
+
+def _allowed_assets(cfg: config.NetworkConfig) -> frozenset[str]:
+    """The chain table's USDC for this network (lower-case); unknown chains allow nothing."""
+    try:
+        return frozenset({chains.lookup(cfg.caip2).usdc.lower()})
+    except chains.UnknownNetworkError:
+        return frozenset()
 
 
 def _valid_before(request: wire.PaymentRequest) -> float:

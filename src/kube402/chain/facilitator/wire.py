@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import orjson
 import pydantic
+from web3 import Web3
 from x402.schemas import (
     PaymentPayload,
     PaymentPayloadV1,
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 SCHEME: Final = "exact"
+CLAIM_EXTENSION: Final = "kube402-claim"
+"""``/supported`` extension: verify/settle honour ``X-Kube402-Claim`` (one request per payment, claims.py)."""
 EVM_FAMILY: Final = "eip155:*"
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -73,6 +76,10 @@ class Reason(enum.StrEnum):
     UNEXPECTED_VERIFY_ERROR = "unexpected_verify_error"
     UNEXPECTED_SETTLE_ERROR = "unexpected_settle_error"
     SETTLEMENT_PENDING = "settlement_pending"
+    ASSET_NOT_ALLOWED = "asset_not_allowed"
+    """The asset is not the chain table's token for this network (a relayer must not serve any contract)."""
+    SMART_WALLET_NOT_ENABLED = "smart_wallet_not_enabled"
+    INSUFFICIENT_BALANCE = "invalid_exact_evm_insufficient_balance"
     FACILITATOR_UNAVAILABLE = "facilitator_unavailable"
     """Only in ``503`` bodies: the chain could not be asked, so nothing is known about the payment."""
 
@@ -112,6 +119,8 @@ class PaymentRequest:
     payer: str
     nonce: str
     body_key: str
+    value: int = 0
+    signature_bytes: int = 65
 
     def authorization(self, chain_id: int) -> AuthorizationKey:
         return AuthorizationKey(
@@ -145,6 +154,7 @@ def parse_request(body: bytes) -> PaymentRequest:
     if type(requirements_raw) is not dict:
         raise Invalid(Reason.INVALID_PAYMENT_REQUIREMENTS, "paymentRequirements must be an object")
     version = _version(doc, payload_raw)
+    payload_raw, requirements_raw = _checksummed(payload_raw), _checksummed(requirements_raw)
     network_raw = requirements_raw.get("network")
     network = network_raw if type(network_raw) is str else ""
     payload = _model(
@@ -170,7 +180,35 @@ def parse_request(body: bytes) -> PaymentRequest:
         payer=payer,
         nonce=auth["nonce"],
         body_key=_body_key(version, payload_raw, requirements_raw),
+        value=int(auth["value"]),
+        signature_bytes=(len(payload_raw["payload"]["signature"]) - 2) // 2,
     )
+
+
+_ADDRESS_KEYS: Final = frozenset({"from", "to", "payTo", "asset"})
+
+
+def _checksummed(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy with every address field (``from``, ``to``, ``payTo``, ``asset`` at any depth of the payment
+    objects) in EIP-55 form. Addresses are case-insensitive data; clients such as x402-reqwest send lowercase
+    hex, and web3 refuses anything but checksummed input, so they are normalized here, at the boundary."""
+
+    def walk(value: Any, depth: int) -> Any:
+        if depth > 8:
+            return value
+        if type(value) is dict:
+            return {
+                k: (
+                    Web3.to_checksum_address(v)
+                    if k in _ADDRESS_KEYS and type(v) is str and _ADDRESS.fullmatch(v)
+                    else walk(v, depth + 1)
+                )
+                for k, v in value.items()
+            }
+        return value
+
+    out: dict[str, Any] = walk(obj, 0)
+    return out
 
 
 def _version(doc: dict[str, Any], payload_raw: dict[str, Any]) -> int:
@@ -244,7 +282,9 @@ def supported(kinds: Iterable[Kind], *, signers: Iterable[str]) -> SupportedResp
         if kind.v1_name is not None:
             out.append(SupportedKind(x402_version=1, scheme=SCHEME, network=kind.v1_name))
         out.append(SupportedKind(x402_version=2, scheme=SCHEME, network=kind.caip2))
-    return SupportedResponse(kinds=out, extensions=[], signers={EVM_FAMILY: list(dict.fromkeys(signers))})
+    return SupportedResponse(
+        kinds=out, extensions=[CLAIM_EXTENSION], signers={EVM_FAMILY: list(dict.fromkeys(signers))}
+    )
 
 
 def verify_failure(reason: str, message: str, *, payer: str | None = None) -> VerifyResponse:
