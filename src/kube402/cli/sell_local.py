@@ -26,8 +26,8 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import signal
 import os
+import signal
 import socket
 import sys
 import tempfile
