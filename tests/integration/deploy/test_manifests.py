@@ -261,10 +261,20 @@ async def test_verifier_runs_with_exactly_the_shipped_rbac(
                     return 0
 
             await eventually(readyz, timeout=30, until=lambda s: s == 200, what="verifier ready with its SA")
-            resp = await http.get(
-                f"http://127.0.0.1:{port}/verify", headers={"X-Forwarded-Uri": f"/services/{namespace}-v/x"}
-            )
-        assert resp.status_code == 402
+            seen: list[int] = []
+
+            async def verify() -> int:
+                r = await http.get(
+                    f"http://127.0.0.1:{port}/verify",
+                    headers={"X-Forwarded-Uri": f"/services/{namespace}-v/x"},
+                )
+                seen.append(r.status_code)
+                return r.status_code
+
+            # Once in a full-suite run on a loaded machine the first answer after /readyz was a 403 (the
+            # offer not yet in the table; not reproduced alone): it must become the 402 and never be a 200.
+            await eventually(verify, timeout=10, until=lambda s: s == 402, what="the offer priced")
+        assert 200 not in seen, seen
         log = (tmp_path / "verifier.log").read_text()
         assert 'User \\"system:serviceaccount' not in log and "cannot" not in log, log[-2000:]
     finally:
