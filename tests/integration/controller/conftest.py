@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from kube402.devenv.controlplane import ControlPlaneInfo
 from kube402.devenv.upstream import TestUpstream
 from kube402.kube import resources
 from kube402.kube.client import Kube
+from tests.support.controller import running
 
 SETTINGS = Settings(
     upstream_resolution="endpointslice",
@@ -29,13 +29,8 @@ SETTINGS = Settings(
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def controller(control_plane: ControlPlaneInfo) -> AsyncIterator[controller_main.Controller]:
-    kube = Kube.connect(kubeconfig=str(control_plane.kubeconfig))
-    try:
-        async with controller_main.started(kube, SETTINGS) as ctl:
-            await asyncio.wait_for(asyncio.gather(*(inf.synced.wait() for inf in ctl.informers)), 30)
-            yield ctl
-    finally:
-        await kube.aclose()
+    async with running(control_plane, SETTINGS) as ctl:
+        yield ctl
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ test can take the RPC down or make it answer for another chain, then bring it ba
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +20,6 @@ from aiohttp import web
 from kube402.api import v1alpha1
 from kube402.chain import devchain, rpc
 from kube402.chain import registry as chain_registry
-from kube402.controller import main as controller_main
 from kube402.controller.settings import RegistrationSettings, Settings, SigningKey
 from kube402.devenv import anvil, process
 from kube402.devenv.controlplane import ControlPlaneInfo
@@ -96,17 +93,6 @@ def settings(rpc_url: str, *, key: Any = None, registrant: str = "", base: str =
         ),
         **kw,
     )
-
-
-@contextlib.asynccontextmanager
-async def running(control_plane: ControlPlaneInfo, s: Settings) -> AsyncIterator[controller_main.Controller]:
-    kube = Kube.connect(kubeconfig=str(control_plane.kubeconfig))
-    try:
-        async with controller_main.started(kube, s) as ctl:
-            await asyncio.wait_for(asyncio.gather(*(inf.synced.wait() for inf in ctl.informers)), 30)
-            yield ctl
-    finally:
-        await kube.aclose()
 
 
 @pytest.fixture

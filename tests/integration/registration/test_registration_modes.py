@@ -15,6 +15,7 @@ from kube402.devenv.testing import condition, eventually
 from kube402.devenv.upstream import TestUpstream
 from kube402.kube import resources
 from kube402.kube.client import Kube
+from tests.support.controller import running
 
 from .conftest import (
     PUBLISHED,
@@ -24,7 +25,6 @@ from .conftest import (
     make_offer,
     registered_logs,
     rr,
-    running,
     settings,
     wait_phase,
 )
