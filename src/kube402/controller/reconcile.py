@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from kube402.api import chains, money, names, v1alpha1, validation
 from kube402.api import conditions as c
-from kube402.controller import render, status, upstream
+from kube402.api import names, v1alpha1, validation
+from kube402.controller import finalizer, plan, render, status, upstream
 from kube402.controller.registration import OfferRegistration
 from kube402.controller.settings import Settings
 from kube402.kube import errors, resources
@@ -30,6 +30,7 @@ __all__ = ["Caches", "Reconciler", "Result", "subset_equal"]
 
 log = logging.getLogger(__name__)
 R = c.Reason
+T = c.ConditionType
 
 CHILD_RESOURCES: tuple[resources.Resource, ...] = (
     resources.HTTPROUTE,
@@ -42,6 +43,20 @@ CHILD_RESOURCES: tuple[resources.Resource, ...] = (
 @dataclasses.dataclass(frozen=True, slots=True)
 class Result:
     requeue_after: float | None = None
+
+
+Owner = tuple[str, str]
+"""(namespace, name) of another offer."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Applied:
+    """The planned conditions as the apply left them, and the API failure it kept, if any."""
+
+    model: status.CondValue
+    gate: status.CondValue
+    route: status.CondValue
+    failure: errors.ApiError | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -157,7 +172,7 @@ class Reconciler:
             return status.UpstreamObservation.transport_error(str(err))
         return await upstream.probe(self.http, base + offer.health_path, timeout=self.settings.probe_timeout)
 
-    def _path_owner(self, offer: v1alpha1.ServiceOffer) -> tuple[str, str] | None:
+    def _path_owner(self, offer: v1alpha1.ServiceOffer) -> Owner | None:
         """The older offer that already publishes this offer's effective path, or an offer of another
         namespace that owns a prefix of it (issue 9, defect 7: it would capture that namespace's traffic by
         longest prefix), if any."""
@@ -249,102 +264,70 @@ class Reconciler:
         if offer.deleting:
             await self._finalize(offer)
             return Result()
-        if names.FINALIZER not in offer.metadata.finalizers:
-            await self.kube.merge_patch(
-                resources.SERVICE_OFFER,
-                offer.name,
-                namespace=offer.namespace,
-                patch={
-                    "metadata": {
-                        "finalizers": [*offer.metadata.finalizers, names.FINALIZER],
-                        "resourceVersion": offer.metadata.resource_version,
-                    }
-                },
-            )
+        if not finalizer.present(offer):
+            await finalizer.add(self.kube, offer)
             return Result()
+        up, owner = await self._observe(offer)
+        desired = plan.plan(offer, up, owner, self.settings)
+        applied = await self._apply(offer, desired)
+        return await self._write_status(offer, up, applied)
 
-        proxy = offer.effective_gate_mode(self.settings.default_gate_mode) == v1alpha1.GateMode.PROXY
-        model = status.model_condition(offer)
-        problems = validation.spec_problems(offer)
-        if problems:
+    async def _observe(self, offer: v1alpha1.ServiceOffer) -> tuple[status.UpstreamObservation, Owner | None]:
+        """The upstream's health (not probed for an invalid spec) and the owner of a valid path, if any."""
+        if validation.spec_problems(offer):
             up = status.UpstreamObservation.not_probed()
         else:
             up = await self._observe_upstream(offer)
+        owner = None if validation.path_problem(offer.path) else self._path_owner(offer)
+        return up, owner
 
-        gate: status.CondValue
-        route: status.CondValue
-        price_error = network_error = None
-        try:
-            chain = chains.lookup(offer.payment.network)
-            try:
-                money.per_request_charge(offer.payment.price, decimals=chain.decimals)
-            except money.InvalidPriceError as err:
-                price_error = str(err)
-        except chains.UnknownNetworkError as err:
-            network_error = str(err)
-
-        gate_objs: list[dict[str, Any]] = []
-        route_objs: list[dict[str, Any]] = []
-        if offer.paused:
-            gate = route = status.PAUSED
-        elif problems:
-            gate, route = (False, R.INVALID_SPEC, "; ".join(problems)), status.WAITING_FOR_GATE
-        elif network_error:
-            gate, route = (False, R.INVALID_NETWORK, network_error), status.WAITING_FOR_GATE
-        elif price_error:
-            gate, route = (False, R.INVALID_PRICE, price_error), status.WAITING_FOR_GATE
-        elif not (model[0] and up.healthy):
-            gate, route = status.WAITING_FOR_UPSTREAM, status.WAITING_FOR_GATE
-        else:
-            gate = status.gate_ready(proxy)
-            gate_objs = render.gate_objects(offer, settings=self.settings)
-            path_error = validation.path_problem(offer.path)
-            owner = None if path_error else self._path_owner(offer)
-            if path_error:
-                route = (False, R.INVALID_PATH, path_error)
-            elif owner is not None:
-                route = status.path_conflict(offer.effective_path, owner)
-            else:
-                route = status.route_ready(offer.effective_path)
-                route_objs = render.route_objects(offer, settings=self.settings)
-
+    async def _apply(self, offer: v1alpha1.ServiceOffer, desired: plan.Plan) -> _Applied:
+        """Converge the children to ``desired``: withdraw first (route before gate), then publish (gate before
+        route). An API failure is kept (reported on the conditions, raised after the status write)."""
+        model, gate, route = desired.conditions.model, desired.conditions.gate, desired.conditions.route
         actual = self._actual_children(offer)
-        desired_keys = {render.child_key(o) for o in gate_objs + route_objs}
         failure: errors.ApiError | None = None
         try:
-            # Withdraw first (route before gate), then publish (gate before route).
-            await self._delete_children(actual, desired_keys)
+            await self._delete_children(actual, set(desired.keep))
             try:
-                await self._apply_all(gate_objs, actual)
+                await self._apply_all(list(desired.gate_objects), actual)
             except errors.ApiError as err:
                 gate, route, failure = (False, R.APPLY_FAILED, str(err)), status.WAITING_FOR_GATE, err
                 await self._delete_children(actual, set())
             else:
                 try:
-                    written = await self._apply_all(route_objs, actual)
+                    written = await self._apply_all(list(desired.route_objects), actual)
                 except errors.ApiError as err:
                     route, failure = (False, R.APPLY_FAILED, str(err)), err
                 else:
-                    if route_objs:
+                    if desired.route_objects:
                         route = self._ingress_verdict(offer, actual, written)
         except errors.ApiError as err:  # a failed withdrawal
             failure = err
+        return _Applied(model, gate, route, failure)
 
-        # Registration sub-step (SPEC 5.3, issue 12).
+    async def _write_status(
+        self, offer: v1alpha1.ServiceOffer, up: status.UpstreamObservation, applied: _Applied
+    ) -> Result:
+        """Registration sub-step (SPEC 5.3, issue 12), then the status write and transition events; a kept
+        API failure is raised after the write."""
+        failure = applied.failure
         registered = status.registered_condition(offer)
         agent: tuple[str, str] | None = None
         if self.registration is not None:
             try:
-                registered, agent_id, tx_hash = await self.registration.step(offer, route_published=route[0])
+                registered, agent_id, tx_hash = await self.registration.step(
+                    offer, route_published=applied.route[0]
+                )
                 agent = (agent_id, tx_hash)
             except errors.ApiError as err:
                 registered = (False, R.APPLY_FAILED, str(err))
                 failure = failure or err
         observed = status.Observed(
-            model=model,
+            model=applied.model,
             upstream=up,
-            gate=gate,
-            route=route,
+            gate=applied.gate,
+            route=applied.route,
             registered=registered,
             agent=agent,
         )
@@ -357,12 +340,13 @@ class Reconciler:
         if failure is not None:
             raise failure
         ready = any(
-            x.get("type") == "Ready" and x.get("status") == "True" for x in desired_status["conditions"]
+            x.get("type") == c.ConditionType.READY and x.get("status") == c.Status.TRUE
+            for x in desired_status["conditions"]
         )
         return Result(self.settings.requeue_ready if ready else self.settings.requeue_not_ready)
 
     async def _finalize(self, offer: v1alpha1.ServiceOffer) -> None:
-        if names.FINALIZER not in offer.metadata.finalizers:
+        if not finalizer.present(offer):
             return
         await self._delete_children(self._actual_children(offer), set())
         # Children outside the cache's view (e.g. created while we were down and not yet seen) are
@@ -375,25 +359,14 @@ class Reconciler:
         )
         if self.registration is not None:  # SPEC 5.4 steps 2-5 (issue 12): raises until tombstoned
             await self.registration.cleanup(offer)
-        remaining = [f for f in offer.metadata.finalizers if f != names.FINALIZER]
-        await self.kube.merge_patch(
-            resources.SERVICE_OFFER,
-            offer.name,
-            namespace=offer.namespace,
-            patch={
-                "metadata": {
-                    "finalizers": remaining or None,
-                    "resourceVersion": offer.metadata.resource_version,
-                }
-            },
-        )
+        await finalizer.remove(self.kube, offer)
 
     async def _record_transitions(self, offer: v1alpha1.ServiceOffer, new: Mapping[str, Any]) -> None:
         old = {x.type: x for x in c.from_raw(offer.conditions_raw)}
         cur = {x.type: x for x in c.from_raw(new.get("conditions"))}
         obj = offer.raw
-        rp_old, rp_new = old.get("RoutePublished"), cur["RoutePublished"]
-        gate_new = cur["PaymentGateReady"]
+        rp_old, rp_new = old.get(T.ROUTE_PUBLISHED), cur[T.ROUTE_PUBLISHED]
+        gate_new = cur[T.PAYMENT_GATE_READY]
         was_paused = rp_old is not None and rp_old.reason == R.PAUSED
         if rp_new.reason == R.PAUSED and not was_paused:
             await self.recorder.event(obj, reason="Paused", message="Offer paused; gate and route withdrawn")
@@ -406,10 +379,10 @@ class Reconciler:
             await self.recorder.event(
                 obj, reason="Withdrawn", message=f"Route withdrawn: {cause}", warning=True
             )
-        reg_old, reg_new = old.get("Registered"), cur["Registered"]
+        reg_old, reg_new = old.get(T.REGISTERED), cur[T.REGISTERED]
         if reg_new.reason == R.REGISTERED and (reg_old is None or reg_old.reason != R.REGISTERED):
             await self.recorder.event(obj, reason="Registered", message=reg_new.message)
-        gate_old = old.get("PaymentGateReady")
+        gate_old = old.get(T.PAYMENT_GATE_READY)
         if gate_new.reason in (R.INVALID_PRICE, R.INVALID_NETWORK, R.INVALID_SPEC) and (
             gate_old is None or gate_old.reason != gate_new.reason or gate_old.message != gate_new.message
         ):
