@@ -77,6 +77,82 @@ def _save(path: Path, data: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
+@dataclasses.dataclass(slots=True)
+class _Session:
+    """One ``register`` call's chain handles and its entry in the state file."""
+
+    node: rpc.Rpc
+    reg: chain_registry.IdentityRegistry
+    chain_id: int
+    signer: rpc.TxSigner
+    path: Path
+    key: str
+    agent_registry: str
+    log_chunk: int
+    submitted: bool = False
+
+    def current(self) -> plan.RRStatus:
+        return plan.RRStatus.from_dict(_load(self.path).get(self.key) or {})
+
+    def persist(self, st: plan.RRStatus) -> None:
+        data = _load(self.path)
+        data[self.key] = st.to_dict()
+        _save(self.path, data)
+
+    def outcome(self, st: plan.RRStatus) -> Outcome:
+        return Outcome(int(st.agent_id), st.tx_hash, st.uri, st.owner, self.agent_registry, self.submitted)
+
+    async def chain_error(self) -> str:
+        try:
+            actual = await self.node.run(lambda: self.node.w3.eth.chain_id)
+        except rpc.ChainError as err:
+            return f"Waiting for ERC-8004 RPC connectivity: {err}"
+        if int(actual) == self.chain_id:
+            return ""
+        return f"RPC chain id {actual} does not match configured chain {self.chain_id}"
+
+    async def next_step(self, inputs: plan.Inputs) -> plan.Step:
+        """Plan, answering the plan's questions (chain, head, recovery) until it names an action."""
+        while True:
+            step = plan.plan_active(inputs)
+            if isinstance(step, plan.NeedChain):
+                error = await self.chain_error()
+                if error:
+                    raise RegistrationFailed(error)
+                inputs = dataclasses.replace(inputs, chain_error="")
+            elif isinstance(step, plan.NeedHead):
+                inputs = dataclasses.replace(inputs, head=await self.node.block_number())
+            elif isinstance(step, plan.NeedRecovery):
+                inputs = dataclasses.replace(inputs, recovery=await recover(self.reg, step, self.log_chunk))
+            else:
+                return step
+
+    async def submit(self, step: plan.Submit) -> None:
+        nonce = await self.reg.confirmed_nonce(self.signer.address)
+        signed = await self.node.sign(self.signer, self.reg.register_call(step.uri), nonce=nonce)
+        self.persist(step.status.with_(tx_hash=signed.hash, message=f"Submitted {signed.hash}"))
+        try:
+            await self.node.broadcast(signed)
+        except rpc.ChainError as err:
+            text = str(err).lower()
+            if "already known" not in text and "nonce too low" not in text:
+                raise RegistrationFailed(f"Submitting on-chain registration: {err}") from None
+        self.submitted = True
+
+    async def maintain(self, step: plan.Maintain) -> Outcome:
+        st = step.status
+        if step.set_uri is not None:
+            await self.reg.set_agent_uri(step.agent_id, step.set_uri, signer=self.signer)
+            st = st.with_(uri=step.set_uri)
+        if step.sync:
+            for mkey, value in X402_METADATA.items():
+                if await self.reg.get_metadata(step.agent_id, mkey) != value:
+                    await self.reg.set_metadata(step.agent_id, mkey, value, signer=self.signer)
+        st = st.with_(metadata_synced=True)
+        self.persist(st)
+        return self.outcome(st)
+
+
 async def register(
     *,
     agent_uri: str,
@@ -90,82 +166,39 @@ async def register(
     poll: float = 1.0,
 ) -> Outcome:
     """Register ``agent_uri`` for ``signer`` once, or adopt the existing registration; idempotent."""
-    path = state_file or default_state_file()
     ident = chains.lookup(chain)
-    address = registry or chains.identity_registry(ident.chain_id)
     node = rpc.Rpc(rpc_url)
-    reg = chain_registry.IdentityRegistry(node, address)
+    reg = chain_registry.IdentityRegistry(node, registry or chains.identity_registry(ident.chain_id))
     agent_registry = f"eip155:{ident.chain_id}:{reg.address}"
-    key = f"{agent_registry}:{signer.address.lower()}"
-    submitted = False
+    session = _Session(
+        node=node,
+        reg=reg,
+        chain_id=ident.chain_id,
+        signer=signer,
+        path=state_file or default_state_file(),
+        key=f"{agent_registry}:{signer.address.lower()}",
+        agent_registry=agent_registry,
+        log_chunk=log_chunk,
+    )
     deadline = time.monotonic() + deadline_s
-
-    def current() -> plan.RRStatus:
-        return plan.RRStatus.from_dict(_load(path).get(key) or {})
-
-    def persist(st: plan.RRStatus) -> None:
-        data = _load(path)
-        data[key] = st.to_dict()
-        _save(path, data)
-
     while True:
-        inputs = plan.Inputs(status=current(), published_url=agent_uri, signer=signer.address)
-        while True:
-            step = plan.plan_active(inputs)
-            if isinstance(step, plan.NeedChain):
-                try:
-                    actual = await node.run(lambda: node.w3.eth.chain_id)
-                    error = (
-                        ""
-                        if int(actual) == ident.chain_id
-                        else f"RPC chain id {actual} does not match configured chain {ident.chain_id}"
-                    )
-                except rpc.ChainError as err:
-                    error = f"Waiting for ERC-8004 RPC connectivity: {err}"
-                if error:
-                    raise RegistrationFailed(error)
-                inputs = dataclasses.replace(inputs, chain_error="")
-            elif isinstance(step, plan.NeedHead):
-                inputs = dataclasses.replace(inputs, head=await node.block_number())
-            elif isinstance(step, plan.NeedRecovery):
-                inputs = dataclasses.replace(inputs, recovery=await recover(reg, step, log_chunk))
-            else:
-                break
+        inputs = plan.Inputs(status=session.current(), published_url=agent_uri, signer=signer.address)
+        step = await session.next_step(inputs)
         if isinstance(step, plan.Write):
-            persist(step.status)
+            session.persist(step.status)
             if step.error:
                 raise RegistrationFailed(step.status.message)
             if step.status.phase == plan.Phase.REGISTERED:
-                st = step.status
-                return Outcome(int(st.agent_id), st.tx_hash, st.uri, st.owner, agent_registry, submitted)
+                return session.outcome(step.status)
             if step.requeue == plan.SOON:
                 continue
         elif isinstance(step, plan.Submit):
-            nonce = await reg.confirmed_nonce(signer.address)
-            signed = await node.sign(signer, reg.register_call(step.uri), nonce=nonce)
-            persist(step.status.with_(tx_hash=signed.hash, message=f"Submitted {signed.hash}"))
-            try:
-                await node.broadcast(signed)
-            except rpc.ChainError as err:
-                text = str(err).lower()
-                if "already known" not in text and "nonce too low" not in text:
-                    raise RegistrationFailed(f"Submitting on-chain registration: {err}") from None
-            submitted = True
+            await session.submit(step)
         elif isinstance(step, plan.Adopted):
-            persist(step.status)
+            session.persist(step.status)
             continue
         elif isinstance(step, plan.Maintain):
-            st = step.status
-            if step.set_uri is not None:
-                await reg.set_agent_uri(step.agent_id, step.set_uri, signer=signer)
-                st = st.with_(uri=step.set_uri)
-            if step.sync:
-                for mkey, value in X402_METADATA.items():
-                    if await reg.get_metadata(step.agent_id, mkey) != value:
-                        await reg.set_metadata(step.agent_id, mkey, value, signer=signer)
-            st = st.with_(metadata_synced=True)
-            persist(st)
-            return Outcome(int(st.agent_id), st.tx_hash, st.uri, st.owner, agent_registry, submitted)
+            return await session.maintain(step)
         if time.monotonic() > deadline:
             raise RegistrationFailed(f"registration of {agent_uri} did not complete within {deadline_s:g}s")
         await asyncio.sleep(poll)

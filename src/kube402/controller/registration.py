@@ -389,15 +389,36 @@ class RegistrationReconciler:
     async def _active(
         self, raw: dict[str, Any], offer: v1alpha1.ServiceOffer, st: plan.RRStatus, base: str
     ) -> float | None:
-        ns = raw["metadata"]["namespace"]
         offer_agent = str(offer.status.get("agentId") or "")
-        agent_id = st.agent_id or offer_agent
-        doc = self._document(offer, base, agent_id)
-        text = documents.serialize(doc)
+        doc = self._document(offer, base, st.agent_id or offer_agent)
+        objs, actual, previous_doc = await self._publish_documents(raw, offer, doc)
+        inputs = plan.Inputs(
+            status=st,
+            published_url=base + documents.WELL_KNOWN_PATH,
+            offer_agent_id=offer_agent,
+            offer_tx_hash=str(offer.status.get("registrationTxHash") or ""),
+            readiness=await self._readiness(objs, actual),
+            signer=self._signer(),
+            registrant=self._registrant(),
+            document_changed=previous_doc != doc,
+        )
+        while True:
+            step = plan.plan_active(inputs)
+            answered = await self._answer(inputs, step)
+            if answered is None:
+                return await self._act(raw, offer, st, step, previous_doc)
+            inputs = answered
+
+    async def _publish_documents(
+        self, raw: dict[str, Any], offer: v1alpha1.ServiceOffer, doc: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None], dict[str, Any] | None]:
+        """Apply what differs of the document's children; returns them, their current state and the document
+        the ConfigMap held before this pass (None if unreadable)."""
+        ns = raw["metadata"]["namespace"]
         objs = documents.registration_objects(
             rr=raw,
             offer_name=offer.name,
-            document=text,
+            document=documents.serialize(doc),
             image=self.settings.static_image,
             gateway=(
                 self.settings.gateway.namespace,
@@ -417,64 +438,63 @@ class RegistrationReconciler:
             if _needs_apply(obj, current):
                 current = await self.kube.apply(res, obj)
             actual.append(current)
-        changed = previous_doc != doc
-        published_url = base + documents.WELL_KNOWN_PATH
-        inputs = plan.Inputs(
-            status=st,
-            published_url=published_url,
-            offer_agent_id=offer_agent,
-            offer_tx_hash=str(offer.status.get("registrationTxHash") or ""),
-            readiness=await self._readiness(objs, actual),
-            signer=self._signer(),
-            registrant=self._registrant(),
-            document_changed=changed,
-        )
-        while True:
-            step = plan.plan_active(inputs)
-            if isinstance(step, plan.NeedChain):
-                assert self.chain is not None
-                inputs = _replace(inputs, chain_error=await self.chain.check())
-            elif isinstance(step, plan.NeedHead):
-                assert self.chain is not None
-                try:
-                    inputs = _replace(inputs, head=await self.chain.head())
-                except rpc.ChainError as err:
-                    inputs = _replace(inputs, head_error=str(err) or type(err).__name__)
-            elif isinstance(step, plan.NeedRecovery):
-                assert self.chain is not None
-                rec = await self.chain.recover(step, self.settings.registration.log_chunk)
-                outcome = "error" if rec.error else ("found" if rec.found else "none")
-                self.metrics.recoveries.labels(outcome).inc()
-                inputs = _replace(inputs, recovery=rec)
-            elif isinstance(step, plan.Write):
-                fencing = (
-                    step.status.from_block != st.from_block
-                    or step.status.owner != st.owner
-                    or step.status.uri != st.uri
-                )
-                raw = await self._write(raw, step.status)
-                if fencing and not step.status.agent_id:
-                    crash_point("after-fence")
-                if step.event == "Registered" and st.phase != plan.Phase.REGISTERED:
-                    log.info(
-                        "registered %s/%s as agent %s", ns, raw["metadata"]["name"], step.status.agent_id
-                    )
-                if step.error:
-                    raise RegistrationChainError(step.error)
-                return step.requeue
-            elif isinstance(step, plan.Submit):
-                return await self._submit(raw, offer, step)
-            elif isinstance(step, plan.Adopted):
-                crash_point("after-mined")
-                raw = await self._write(raw, step.status)
-                if step.duplicates:
-                    log.warning("%s/%s: %s", ns, raw["metadata"]["name"], step.status.message)
-                return plan.SOON
-            elif isinstance(step, plan.Maintain):
-                await self._maintain(raw, offer, step, previous_doc)
-                return None
-            else:  # pragma: no cover - Tombstone is not an active step
-                raise AssertionError(step)
+        return objs, actual, previous_doc
+
+    async def _answer(self, inputs: plan.Inputs, step: plan.Step) -> plan.Inputs | None:
+        """The inputs with the plan's question (chain, head, recovery) answered; None if ``step`` is an action."""
+        if isinstance(step, plan.NeedChain):
+            assert self.chain is not None
+            return _replace(inputs, chain_error=await self.chain.check())
+        if isinstance(step, plan.NeedHead):
+            assert self.chain is not None
+            try:
+                return _replace(inputs, head=await self.chain.head())
+            except rpc.ChainError as err:
+                return _replace(inputs, head_error=str(err) or type(err).__name__)
+        if isinstance(step, plan.NeedRecovery):
+            assert self.chain is not None
+            rec = await self.chain.recover(step, self.settings.registration.log_chunk)
+            outcome = "error" if rec.error else ("found" if rec.found else "none")
+            self.metrics.recoveries.labels(outcome).inc()
+            return _replace(inputs, recovery=rec)
+        return None
+
+    async def _act(
+        self,
+        raw: dict[str, Any],
+        offer: v1alpha1.ServiceOffer,
+        st: plan.RRStatus,
+        step: plan.Step,
+        previous_doc: dict[str, Any] | None,
+    ) -> float | None:
+        """Carry out one action step of an Active pass; returns the requeue delay."""
+        ns = raw["metadata"]["namespace"]
+        if isinstance(step, plan.Write):
+            fencing = (
+                step.status.from_block != st.from_block
+                or step.status.owner != st.owner
+                or step.status.uri != st.uri
+            )
+            raw = await self._write(raw, step.status)
+            if fencing and not step.status.agent_id:
+                crash_point("after-fence")
+            if step.event == "Registered" and st.phase != plan.Phase.REGISTERED:
+                log.info("registered %s/%s as agent %s", ns, raw["metadata"]["name"], step.status.agent_id)
+            if step.error:
+                raise RegistrationChainError(step.error)
+            return step.requeue
+        if isinstance(step, plan.Submit):
+            return await self._submit(raw, offer, step)
+        if isinstance(step, plan.Adopted):
+            crash_point("after-mined")
+            raw = await self._write(raw, step.status)
+            if step.duplicates:
+                log.warning("%s/%s: %s", ns, raw["metadata"]["name"], step.status.message)
+            return plan.SOON
+        if isinstance(step, plan.Maintain):
+            await self._maintain(raw, offer, step, previous_doc)
+            return None
+        raise AssertionError(step)  # pragma: no cover - Tombstone is not an active step
 
     async def _submit(self, raw: dict[str, Any], offer: v1alpha1.ServiceOffer, step: plan.Submit) -> float:
         assert self.chain is not None

@@ -258,31 +258,54 @@ def _adopt(inp: Inputs, st: RRStatus, rec: Recovery) -> Adopted:
 
 def plan_active(inp: Inputs) -> Step:
     """The next step of an Active RR pass (SPEC 6.3 steps 1 and 3-9; the document is already applied)."""
+    st = _active_status(inp)
+    early = _before_chain_work(inp, st)
+    if early is not None:
+        return early
+    if st.agent_id:
+        return _maintain(inp, st)
+    signer = inp.signer or inp.registrant
+    fence = _fence(inp, st, signer)
+    if fence is not None:
+        return fence
+    return _recover_then_submit(inp, st)
+
+
+def _active_status(inp: Inputs) -> RRStatus:
+    """Step 1: agentId (and tx hash) from the RR, else from the offer; a changed document needs a sync."""
     st = inp.status.with_(published_url=inp.published_url)
-    # Step 1: agentId (and tx hash) from the RR, else from the offer.
     if not st.agent_id and inp.offer_agent_id:
         st = st.with_(agent_id=inp.offer_agent_id, tx_hash=st.tx_hash or inp.offer_tx_hash)
     if inp.document_changed:
         st = st.with_(metadata_synced=False)
-    # Step 3: readiness gate.
+    return st
+
+
+def _before_chain_work(inp: Inputs, st: RRStatus) -> Step | None:
+    """Steps 3-5: readiness, no key and no registrant, nothing to change on chain, chain connectivity."""
     if inp.readiness:
         return Write(st.with_(phase=Phase.PUBLISHING, message=inp.readiness), RETRY)
     keyed = bool(inp.signer)
-    # Step 4: neither key nor registrant.
     if not keyed and not inp.registrant:
         return _final(inp, st)
     # An agent already recorded with nothing left to change on chain needs no RPC at all.
     if st.agent_id and (not keyed or (st.uri == inp.published_url and st.metadata_synced)):
         return _maintain_offline(inp, st) if not keyed else _final(inp, st)
-    # Step 5: chain connectivity.
     if inp.chain_error is None:
         return NeedChain()
     if inp.chain_error:
         return Write(st.with_(phase=Phase.REGISTERING, message=inp.chain_error), RETRY)
-    if st.agent_id:
-        return _maintain(inp, st)
-    signer = inp.signer or inp.registrant
-    # Step 6: the fence.
+    return None
+
+
+def _waiting_for_tx(st: RRStatus) -> Write:
+    message = f"Waiting for on-chain registration transaction {st.tx_hash}"
+    return Write(st.with_(phase=Phase.REGISTERING, message=message), RETRY)
+
+
+def _fence(inp: Inputs, st: RRStatus, signer: str) -> Step | None:
+    """Step 6: the fence (owner, URI, from-block) that makes duplicate submissions recoverable; None once
+    it holds for this signer and URI."""
     fenced = bool(st.owner) and bool(st.uri) and st.from_block > 0
     if fenced and st.owner.lower() == signer.lower() and st.uri != inp.published_url:
         # The base URL changed under an existing fence: recover under the OLD URI first.
@@ -294,38 +317,32 @@ def plan_active(inp: Inputs) -> Step:
         if rec.found:
             return _adopt(inp, st, rec)
         if st.tx_hash and rec.tx_known:
-            return Write(
-                st.with_(
-                    phase=Phase.REGISTERING,
-                    message=f"Waiting for on-chain registration transaction {st.tx_hash}",
-                ),
-                RETRY,
-            )
+            return _waiting_for_tx(st)
         fenced = False  # nothing landed and nothing is in flight: the fence may be reset
-    if not fenced or st.owner.lower() != signer.lower() or st.uri != inp.published_url:
-        if inp.head is None and not inp.head_error:
-            return NeedHead()
-        if inp.head_error:
-            return Write(
-                st.with_(
-                    phase=Phase.REGISTERING, message=f"Preparing on-chain registration: {inp.head_error}"
-                ),
-                RETRY,
-            )
-        assert inp.head is not None
-        return Write(
-            st.with_(
-                owner=signer,
-                uri=inp.published_url,
-                from_block=max(inp.head - 1, 0),
-                tx_hash="",
-                metadata_synced=False,
-                phase=Phase.REGISTERING,
-                message="Prepared on-chain registration and fenced duplicate retries",
-            ),
-            SOON,
-        )
-    # Step 7: recover before any submission.
+    if fenced and st.owner.lower() == signer.lower() and st.uri == inp.published_url:
+        return None
+    if inp.head is None and not inp.head_error:
+        return NeedHead()
+    if inp.head_error:
+        message = f"Preparing on-chain registration: {inp.head_error}"
+        return Write(st.with_(phase=Phase.REGISTERING, message=message), RETRY)
+    assert inp.head is not None
+    return Write(
+        st.with_(
+            owner=signer,
+            uri=inp.published_url,
+            from_block=max(inp.head - 1, 0),
+            tx_hash="",
+            metadata_synced=False,
+            phase=Phase.REGISTERING,
+            message="Prepared on-chain registration and fenced duplicate retries",
+        ),
+        SOON,
+    )
+
+
+def _recover_then_submit(inp: Inputs, st: RRStatus) -> Step:
+    """Steps 7-9: recover before any submission, then submit (keyed) or wait for the registrant."""
     rec = inp.recovery
     if rec is None or rec.uri != st.uri:
         return NeedRecovery(st.owner, st.uri, st.from_block, st.tx_hash)
@@ -335,13 +352,7 @@ def plan_active(inp: Inputs) -> Step:
         return _adopt(inp, st, rec)
     if st.tx_hash:
         if rec.tx_known:
-            return Write(
-                st.with_(
-                    phase=Phase.REGISTERING,
-                    message=f"Waiting for on-chain registration transaction {st.tx_hash}",
-                ),
-                RETRY,
-            )
+            return _waiting_for_tx(st)
         # Dropped by the node: forget the hash, keep the fence; the next pass scans again, then resubmits.
         return Write(
             st.with_(
@@ -351,7 +362,7 @@ def plan_active(inp: Inputs) -> Step:
             ),
             SOON,
         )
-    if keyed:
+    if inp.signer:
         return Submit(st.uri, st.with_(phase=Phase.REGISTERING))
     return Write(
         st.with_(
