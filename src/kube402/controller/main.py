@@ -23,9 +23,9 @@ from kube402.controller.catalog import CatalogWriter
 from kube402.controller.reconcile import CHILD_RESOURCES, Caches, Reconciler
 from kube402.controller.registration import CleanupPending, RegistrationRuntime, index_registration
 from kube402.controller.settings import Settings
-from kube402.controller.upstream import Resolution
 from kube402.kube import endpoints, errors, resources
 from kube402.kube.client import Kube
+from kube402.kube.endpoints import Resolution
 from kube402.kube.events import Recorder
 from kube402.kube.informer import Event, Informer
 from kube402.kube.lease import LeaderElector

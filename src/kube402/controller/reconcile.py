@@ -18,10 +18,10 @@ import httpx
 
 from kube402.api import conditions as c
 from kube402.api import names, v1alpha1, validation
-from kube402.controller import finalizer, plan, render, status, upstream
+from kube402.controller import finalizer, health, plan, render, status
 from kube402.controller.registration import OfferRegistration
 from kube402.controller.settings import Settings
-from kube402.kube import errors, resources
+from kube402.kube import endpoints, errors, resources
 from kube402.kube.client import Kube
 from kube402.kube.events import Recorder
 from kube402.kube.store import Key, Store
@@ -165,12 +165,12 @@ class Reconciler:
             return self.caches.slices.by_index("service", f"{ns}/{name}")
 
         try:
-            base = upstream.resolve_base_url(
+            base = endpoints.resolve_base_url(
                 svc, port=offer.upstream_port, mode=self.settings.upstream_resolution, slices=slices
             )
-        except upstream.UnresolvableError as err:
+        except endpoints.UnresolvableError as err:
             return status.UpstreamObservation.transport_error(str(err))
-        return await upstream.probe(self.http, base + offer.health_path, timeout=self.settings.probe_timeout)
+        return await health.probe(self.http, base + offer.health_path, timeout=self.settings.probe_timeout)
 
     def _path_owner(self, offer: v1alpha1.ServiceOffer) -> Owner | None:
         """The older offer that already publishes this offer's effective path, or an offer of another

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kube402.controller import upstream
+from kube402.controller import health
+from kube402.kube import endpoints
 
 
 def service(
@@ -43,13 +44,15 @@ def no_slices(ns: str, name: str) -> list[Mapping[str, Any]]:
 
 class TestDnsResolution:
     def test_cluster_dns_name_with_the_offer_port(self) -> None:
-        url = upstream.resolve_base_url(
+        url = endpoints.resolve_base_url(
             service(ports=[{"port": 80}]), port=8080, mode="dns", slices=no_slices
         )
         assert url == "http://web.shop.svc.cluster.local:8080"
 
     def test_dns_mode_does_not_need_a_matching_service_port(self) -> None:
-        url = upstream.resolve_base_url(service(), port=11434, mode=upstream.Resolution.DNS, slices=no_slices)
+        url = endpoints.resolve_base_url(
+            service(), port=11434, mode=endpoints.Resolution.DNS, slices=no_slices
+        )
         assert url == "http://web.shop.svc.cluster.local:11434"
 
 
@@ -58,17 +61,17 @@ class TestExternalName:
     def test_external_name_is_used_in_both_modes(self, mode: str) -> None:
         svc = service(type_="ExternalName", external="api.example.com.")
         assert (
-            upstream.resolve_base_url(svc, port=443, mode=mode, slices=no_slices)
+            endpoints.resolve_base_url(svc, port=443, mode=mode, slices=no_slices)
             == "http://api.example.com:443"
         )
 
     def test_an_ipv6_external_name_is_bracketed(self) -> None:
         svc = service(type_="ExternalName", external="::1")
-        assert upstream.resolve_base_url(svc, port=80, mode="dns", slices=no_slices) == "http://[::1]:80"
+        assert endpoints.resolve_base_url(svc, port=80, mode="dns", slices=no_slices) == "http://[::1]:80"
 
     def test_an_empty_external_name_is_unresolvable(self) -> None:
-        with pytest.raises(upstream.UnresolvableError, match="shop/web"):
-            upstream.resolve_base_url(
+        with pytest.raises(endpoints.UnresolvableError, match="shop/web"):
+            endpoints.resolve_base_url(
                 service(type_="ExternalName", external=""), port=80, mode="dns", slices=no_slices
             )
 
@@ -85,26 +88,26 @@ class TestEndpointSliceResolution:
             "ports": [{"name": "metrics", "port": 9091}, {"name": "http", "port": 3000}],
             "endpoints": [endpoint("10.0.0.7")],
         }
-        url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
+        url = endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://10.0.0.7:3000"
 
     def test_an_unnamed_port_uses_the_unnamed_slice_port(self) -> None:
         svc = service(ports=[{"port": 8080, "targetPort": 3000}])
         es = {"ports": [{"port": 3001}], "endpoints": [endpoint("10.0.0.8")]}
-        url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
+        url = endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://10.0.0.8:3001"
 
     def test_an_unnamed_port_falls_back_to_the_numeric_target_port(self) -> None:
         svc = service(ports=[{"port": 8080, "targetPort": 3000}])
         es = {"endpoints": [endpoint("10.0.0.8")]}
-        url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
+        url = endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://10.0.0.8:3000"
 
     def test_a_slice_without_the_named_port_is_skipped(self) -> None:
         svc = service(ports=[{"name": "http", "port": 8080}])
         wrong = {"ports": [{"name": "grpc", "port": 5000}], "endpoints": [endpoint("10.0.0.1")]}
         right = {"ports": [{"name": "http", "port": 5001}], "endpoints": [endpoint("10.0.0.2")]}
-        url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(wrong, right))
+        url = endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(wrong, right))
         assert url == "http://10.0.0.2:5001"
 
     def test_not_ready_endpoints_are_skipped(self) -> None:
@@ -113,29 +116,29 @@ class TestEndpointSliceResolution:
             "ports": [{"name": "http", "port": 80}],
             "endpoints": [endpoint("10.0.0.1", ready=False), endpoint("10.0.0.2", ready=True)],
         }
-        url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
+        url = endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://10.0.0.2:80"
 
     def test_an_endpoint_with_unknown_readiness_counts_as_ready(self) -> None:
         svc = service(ports=[{"name": "http", "port": 8080}])
         es = {"ports": [{"name": "http", "port": 80}], "endpoints": [endpoint("10.0.0.3", ready=None)]}
-        url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
+        url = endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://10.0.0.3:80"
 
     def test_an_ipv6_endpoint_is_bracketed(self) -> None:
         svc = service(ports=[{"name": "http", "port": 8080}])
         es = {"ports": [{"name": "http", "port": 80}], "endpoints": [endpoint("fd00::5")]}
-        url = upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
+        url = endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(es))
         assert url == "http://[fd00::5]:80"
 
     def test_no_service_port_equal_to_the_offer_port_is_unresolvable(self) -> None:
         svc = service(ports=[{"name": "http", "port": 80}])
-        with pytest.raises(upstream.UnresolvableError, match="no port 8080"):
-            upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=no_slices)
+        with pytest.raises(endpoints.UnresolvableError, match="no port 8080"):
+            endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=no_slices)
 
     def test_a_service_without_ports_is_unresolvable(self) -> None:
-        with pytest.raises(upstream.UnresolvableError):
-            upstream.resolve_base_url(service(), port=8080, mode="endpointslice", slices=no_slices)
+        with pytest.raises(endpoints.UnresolvableError):
+            endpoints.resolve_base_url(service(), port=8080, mode="endpointslice", slices=no_slices)
 
     @pytest.mark.parametrize(
         "slices",
@@ -154,12 +157,12 @@ class TestEndpointSliceResolution:
     )
     def test_no_ready_address_is_unresolvable(self, slices: list[dict[str, Any]]) -> None:
         svc = service(ports=[{"name": "http", "port": 8080}])
-        with pytest.raises(upstream.UnresolvableError, match="no ready endpoint"):
-            upstream.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(*slices))
+        with pytest.raises(endpoints.UnresolvableError, match="no ready endpoint"):
+            endpoints.resolve_base_url(svc, port=8080, mode="endpointslice", slices=slices_of(*slices))
 
     def test_an_unknown_mode_is_rejected(self) -> None:
         with pytest.raises(ValueError):
-            upstream.resolve_base_url(service(ports=[{"port": 80}]), port=80, mode="magic", slices=no_slices)
+            endpoints.resolve_base_url(service(ports=[{"port": 80}]), port=80, mode="magic", slices=no_slices)
 
 
 class TestProbe:
@@ -173,7 +176,7 @@ class TestProbe:
             return handler(request)
 
         async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
-            obs = await upstream.probe(http, "http://web.shop.svc.cluster.local:8080/health")
+            obs = await health.probe(http, "http://web.shop.svc.cluster.local:8080/health")
         return obs, seen
 
     @pytest.mark.parametrize("code", [200, 204, 302, 401, 404, 499])

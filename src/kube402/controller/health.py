@@ -1,9 +1,7 @@
-"""Where an offer's upstream answers, and whether it is healthy.
+"""Whether an offer's upstream is healthy (SPEC 3.1 UpstreamHealthy).
 
-Resolution is pluggable (SPEC 5.1): ``dns`` uses the cluster DNS name; ``endpointslice`` (clusters without
-cluster DNS, such as ``kube402 dev``) goes through the Service object: an ExternalName Service resolves to its
-external name, any other Service to the first ready address of its EndpointSlices. The verifier's proxy mode
-uses the same resolver. The probe is one HTTP GET, 2 s timeout, redirects not followed; < 500 is healthy.
+The probe is one HTTP GET, 2 s timeout, redirects not followed; < 500 is healthy. Where the upstream answers
+is :func:`kube402.kube.endpoints.resolve_base_url`'s question (SPEC 5.1).
 """
 
 from __future__ import annotations
@@ -11,9 +9,8 @@ from __future__ import annotations
 import httpx
 
 from kube402.controller.status import UpstreamObservation
-from kube402.kube.endpoints import Resolution, UnresolvableError, resolve_base_url
 
-__all__ = ["Resolution", "UnresolvableError", "probe", "resolve_base_url"]
+__all__ = ["probe"]
 
 
 async def probe(http: httpx.AsyncClient, url: str, *, timeout: float = 2.0) -> UpstreamObservation:
