@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from kube402.api import chains, money, names, v1alpha1
+from kube402.api import conditions as c
 
 __all__ = [
     "CATALOG_NAME",
@@ -139,7 +140,7 @@ def tombstone_uri(active: Mapping[str, Any]) -> str:
 
 def _ready(offer: v1alpha1.ServiceOffer) -> bool:
     return any(
-        isinstance(x, Mapping) and x.get("type") == "Ready" and x.get("status") == "True"
+        isinstance(x, Mapping) and x.get("type") == c.ConditionType.READY and x.get("status") == c.Status.TRUE
         for x in offer.conditions_raw
     )
 

@@ -27,7 +27,7 @@ from kube402.kube import endpoints, errors, resources
 from kube402.kube.client import Kube
 from kube402.kube.endpoints import Resolution
 from kube402.kube.events import Recorder
-from kube402.kube.informer import Event, Informer
+from kube402.kube.informer import Event, EventType, Informer
 from kube402.kube.lease import LeaderElector
 from kube402.kube.store import Key
 from kube402.kube.workqueue import ShutDown, WorkQueue
@@ -129,7 +129,7 @@ class Controller:
     def _on_offer(self, event: Event) -> None:
         self.queue.add(event.key)
         # Path conflicts are resolved by age: a change to one offer may unblock another on the same path.
-        for obj in (event.old, event.obj if event.type == "DELETED" else None):
+        for obj in (event.old, event.obj if event.type == EventType.DELETED else None):
             if obj is not None:
                 self._enqueue_path_peers(obj)
 

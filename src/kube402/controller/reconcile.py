@@ -20,7 +20,7 @@ from kube402.api import conditions as c
 from kube402.api import names, v1alpha1, validation
 from kube402.controller import finalizer, health, plan, render, status
 from kube402.controller.registration import OfferRegistration
-from kube402.controller.settings import Settings
+from kube402.controller.settings import RouteAcceptance, Settings
 from kube402.kube import endpoints, errors, resources
 from kube402.kube.client import Kube
 from kube402.kube.events import Recorder
@@ -241,7 +241,7 @@ class Reconciler:
         written: set[tuple[str, str, str]],
     ) -> status.CondValue:
         """RoutePublished once the route is applied: the ingress's verdict (or "applied", if configured)."""
-        if self.settings.route_acceptance == "applied":
+        if self.settings.route_acceptance == RouteAcceptance.APPLIED:
             return status.route_ready(offer.effective_path)
         key = (resources.HTTPROUTE.kind, offer.namespace, names.httproute_name(offer.name))
         if key in written:  # the cached status describes an older spec; the update event re-enqueues
@@ -369,19 +369,21 @@ class Reconciler:
         gate_new = cur[T.PAYMENT_GATE_READY]
         was_paused = rp_old is not None and rp_old.reason == R.PAUSED
         if rp_new.reason == R.PAUSED and not was_paused:
-            await self.recorder.event(obj, reason="Paused", message="Offer paused; gate and route withdrawn")
+            await self.recorder.event(
+                obj, reason=status.EventReason.PAUSED, message="Offer paused; gate and route withdrawn"
+            )
         elif was_paused and rp_new.reason != R.PAUSED:
-            await self.recorder.event(obj, reason="Resumed", message="Offer resumed")
+            await self.recorder.event(obj, reason=status.EventReason.RESUMED, message="Offer resumed")
         if rp_new.is_true and (rp_old is None or not rp_old.is_true):
-            await self.recorder.event(obj, reason="Published", message=rp_new.message)
+            await self.recorder.event(obj, reason=status.EventReason.PUBLISHED, message=rp_new.message)
         elif rp_old is not None and rp_old.is_true and not rp_new.is_true:
             cause = gate_new.message if not gate_new.is_true else rp_new.message
             await self.recorder.event(
-                obj, reason="Withdrawn", message=f"Route withdrawn: {cause}", warning=True
+                obj, reason=status.EventReason.WITHDRAWN, message=f"Route withdrawn: {cause}", warning=True
             )
         reg_old, reg_new = old.get(T.REGISTERED), cur[T.REGISTERED]
         if reg_new.reason == R.REGISTERED and (reg_old is None or reg_old.reason != R.REGISTERED):
-            await self.recorder.event(obj, reason="Registered", message=reg_new.message)
+            await self.recorder.event(obj, reason=status.EventReason.REGISTERED, message=reg_new.message)
         gate_old = old.get(T.PAYMENT_GATE_READY)
         if gate_new.reason in (R.INVALID_PRICE, R.INVALID_NETWORK, R.INVALID_SPEC) and (
             gate_old is None or gate_old.reason != gate_new.reason or gate_old.message != gate_new.message

@@ -28,7 +28,7 @@ from kube402.api import chains, names, v1alpha1
 from kube402.api import conditions as c
 from kube402.chain import registry as chain_registry
 from kube402.chain import rpc
-from kube402.controller import direct_registration, documents
+from kube402.controller import direct_registration, documents, status
 from kube402.controller import registration_plan as plan
 from kube402.controller.settings import Settings
 from kube402.kube import errors, resources
@@ -380,7 +380,7 @@ class RegistrationReconciler:
             ok = False
             for parent in parents:
                 conds = {x.get("type"): x.get("status") for x in parent.get("conditions") or []}
-                if conds.get("Accepted") == "True" and conds.get("ResolvedRefs") != "False":
+                if conds.get("Accepted") == c.Status.TRUE and conds.get("ResolvedRefs") != c.Status.FALSE:
                     ok = True
             if not ok:
                 return "Waiting for registration HTTPRoute acceptance"
@@ -478,7 +478,7 @@ class RegistrationReconciler:
             raw = await self._write(raw, step.status)
             if fencing and not step.status.agent_id:
                 crash_point("after-fence")
-            if step.event == "Registered" and st.phase != plan.Phase.REGISTERED:
+            if step.event == status.EventReason.REGISTERED and st.phase != plan.Phase.REGISTERED:
                 log.info("registered %s/%s as agent %s", ns, raw["metadata"]["name"], step.status.agent_id)
             if step.error:
                 raise RegistrationChainError(step.error)
@@ -517,7 +517,7 @@ class RegistrationReconciler:
                 raise RegistrationChainError(str(err)) from None
         self.metrics.submissions.inc()
         crash_point("after-broadcast")
-        await self._offer_event(offer.raw, "RegistrationSubmitted", st.message)
+        await self._offer_event(offer.raw, status.EventReason.REGISTRATION_SUBMITTED, st.message)
         return plan.RETRY
 
     async def _maintain(

@@ -17,6 +17,8 @@ import enum
 from collections.abc import Mapping
 from typing import Any, Final
 
+from kube402.controller.status import EventReason
+
 __all__ = [
     "Adopted",
     "Found",
@@ -385,7 +387,7 @@ def _maintain_offline(inp: Inputs, st: RRStatus) -> Write:
     message = _registered_message(st.agent_id, pending_sync=False)
     if st.uri and st.uri != inp.published_url:
         message += f"; on-chain agentURI {st.uri} is stale (no signing key to update it)"
-    return Write(st.with_(phase=Phase.REGISTERED, message=message), None, event="Registered")
+    return Write(st.with_(phase=Phase.REGISTERED, message=message), None, event=EventReason.REGISTERED)
 
 
 def _maintain(inp: Inputs, st: RRStatus) -> Step:
@@ -406,7 +408,7 @@ def _final(inp: Inputs, st: RRStatus) -> Write:
         return Write(
             st.with_(phase=Phase.REGISTERED, message=_registered_message(st.agent_id, pending_sync=pending)),
             None,
-            event="Registered",
+            event=EventReason.REGISTERED,
         )
     return Write(
         st.with_(

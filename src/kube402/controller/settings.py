@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import socket
 from collections.abc import Mapping
 
-from kube402.api import names
+from kube402.api import names, v1alpha1
 
-__all__ = ["GatewayRef", "RegistrationSettings", "ServiceRef", "Settings", "SigningKey"]
+__all__ = ["GatewayRef", "RegistrationSettings", "RouteAcceptance", "ServiceRef", "Settings", "SigningKey"]
+
+
+class RouteAcceptance(enum.StrEnum):
+    """When RoutePublished turns True (``--route-acceptance``)."""
+
+    INGRESS = "ingress"
+    APPLIED = "applied"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,9 +65,9 @@ class Settings:
     """Backend of proxy-mode HTTPRoutes."""
     gateway: GatewayRef = GatewayRef()
     """parentRef of every HTTPRoute."""
-    default_gate_mode: str = "forwardAuth"
+    default_gate_mode: str = v1alpha1.GateMode.FORWARD_AUTH
     """Mode for offers without spec.gateMode."""
-    route_acceptance: str = "ingress"
+    route_acceptance: str = RouteAcceptance.INGRESS
     """When RoutePublished turns True: ``ingress`` once the Gateway controller reports the HTTPRoute
     Accepted and ResolvedRefs for our parent (Kubernetes convention); ``applied`` as soon as the apply
     succeeds, for clusters without a Gateway controller that writes route status."""

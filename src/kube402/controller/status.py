@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from kube402.api import v1alpha1
 
 __all__ = [
     "CondValue",
+    "EventReason",
     "GateOutcome",
     "Observed",
     "RouteOutcome",
@@ -28,6 +30,19 @@ __all__ = [
 
 CondValue = tuple[bool, c.Reason | str, str]
 R = c.Reason
+
+
+class EventReason(enum.StrEnum):
+    """Reasons of the Kubernetes Events the controller emits on a ServiceOffer (besides condition reasons)."""
+
+    PAUSED = "Paused"
+    RESUMED = "Resumed"
+    PUBLISHED = "Published"
+    WITHDRAWN = "Withdrawn"
+    REGISTERED = "Registered"
+    REGISTRATION_SUBMITTED = "RegistrationSubmitted"
+
+
 REGISTRATION_UNAVAILABLE = "ERC-8004 registration is not available in this build of kube402"
 
 
@@ -159,7 +174,7 @@ def route_acceptance(
         if len(verdict) < 2 or any(int(x.get("observedGeneration") or 0) < generation for x in verdict):
             return waiting_for_ingress(route_name)
         for x in verdict:
-            if x.get("status") != "True":
+            if x.get("status") != c.Status.TRUE:
                 reason = str(x.get("reason") or x.get("type"))
                 text = str(x.get("message") or "").strip()
                 message = f"Ingress reports {x.get('type')}=False for HTTPRoute {route_name}: {reason}"
