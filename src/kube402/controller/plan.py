@@ -59,11 +59,11 @@ def _payment_problem(offer: v1alpha1.ServiceOffer) -> status.CondValue | None:
     try:
         chain = chains.lookup(offer.payment.network)
     except chains.UnknownNetworkError as err:
-        return (False, R.INVALID_NETWORK, str(err))
+        return status.CondValue(False, R.INVALID_NETWORK, str(err))
     try:
         money.per_request_charge(offer.payment.price, decimals=chain.decimals)
     except money.InvalidPriceError as err:
-        return (False, R.INVALID_PRICE, str(err))
+        return status.CondValue(False, R.INVALID_PRICE, str(err))
     return None
 
 
@@ -87,11 +87,13 @@ def plan(
         return _withdrawn(model, status.PAUSED, status.PAUSED)
     problems = validation.spec_problems(offer)
     if problems:
-        return _withdrawn(model, (False, R.INVALID_SPEC, "; ".join(problems)), status.WAITING_FOR_GATE)
+        return _withdrawn(
+            model, status.CondValue(False, R.INVALID_SPEC, "; ".join(problems)), status.WAITING_FOR_GATE
+        )
     payment = _payment_problem(offer)
     if payment is not None:
         return _withdrawn(model, payment, status.WAITING_FOR_GATE)
-    if not (model[0] and upstream.healthy):
+    if not (model.ok and upstream.healthy):
         return _withdrawn(model, status.WAITING_FOR_UPSTREAM, status.WAITING_FOR_GATE)
     proxy = offer.effective_gate_mode(settings.default_gate_mode) == v1alpha1.GateMode.PROXY
     gate = status.gate_ready(proxy)
@@ -99,7 +101,7 @@ def plan(
     path_error = validation.path_problem(offer.path)
     route: status.CondValue
     if path_error:
-        route = (False, R.INVALID_PATH, path_error)
+        route = status.CondValue(False, R.INVALID_PATH, path_error)
     elif path_owner is not None:
         route = status.path_conflict(offer.effective_path, path_owner)
     else:

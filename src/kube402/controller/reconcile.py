@@ -292,13 +292,17 @@ class Reconciler:
             try:
                 await self._apply_all(list(desired.gate_objects), actual)
             except errors.ApiError as err:
-                gate, route, failure = (False, R.APPLY_FAILED, str(err)), status.WAITING_FOR_GATE, err
+                gate, route, failure = (
+                    status.CondValue(False, R.APPLY_FAILED, str(err)),
+                    status.WAITING_FOR_GATE,
+                    err,
+                )
                 await self._delete_children(actual, set())
             else:
                 try:
                     written = await self._apply_all(list(desired.route_objects), actual)
                 except errors.ApiError as err:
-                    route, failure = (False, R.APPLY_FAILED, str(err)), err
+                    route, failure = status.CondValue(False, R.APPLY_FAILED, str(err)), err
                 else:
                     if desired.route_objects:
                         route = self._ingress_verdict(offer, actual, written)
@@ -317,11 +321,11 @@ class Reconciler:
         if self.registration is not None:
             try:
                 registered, agent_id, tx_hash = await self.registration.step(
-                    offer, route_published=applied.route[0]
+                    offer, route_published=applied.route.ok
                 )
                 agent = (agent_id, tx_hash)
             except errors.ApiError as err:
-                registered = (False, R.APPLY_FAILED, str(err))
+                registered = status.CondValue(False, R.APPLY_FAILED, str(err))
                 failure = failure or err
         observed = status.Observed(
             model=applied.model,

@@ -51,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 R = c.Reason
-CondValue = tuple[bool, c.Reason, str]
+CondValue = status.CondValue
 
 DEFAULT_BASE_URL: Final = "http://obol.stack:8080"
 BASE_URL_CONFIGMAP: Final = ("obol-frontend", "obol-stack-config")
@@ -697,12 +697,12 @@ class OfferRegistration:
         tx = str(offer.status.get("registrationTxHash") or "")
         if not offer.registration.enabled:
             await self._delete_rr(offer)
-            return (True, R.DISABLED, "Registration disabled"), agent, tx
+            return CondValue(True, R.DISABLED, "Registration disabled"), agent, tx
         owner = singleton_owner(self.offers)
         if owner is not None and owner != (offer.namespace, offer.name):
             await self._delete_rr(offer)
             return (
-                (
+                CondValue(
                     False,
                     R.SINGLETON_CONFLICT,
                     f"Registration path {documents.WELL_KNOWN_PATH} is reserved by {owner[0]}/{owner[1]}",
@@ -712,7 +712,7 @@ class OfferRegistration:
             )
         if not route_published:
             return (
-                (False, R.WAITING_FOR_ROUTE, "Waiting for route publication before registration"),
+                CondValue(False, R.WAITING_FOR_ROUTE, "Waiting for route publication before registration"),
                 agent,
                 tx,
             )
@@ -724,18 +724,22 @@ class OfferRegistration:
         except errors.NotFound:
             raise  # the offer's namespace is going away; the worker forgets the key
         except errors.ApiError as err:
-            return (False, R.APPLY_FAILED, str(err)), agent, tx
+            return CondValue(False, R.APPLY_FAILED, str(err)), agent, tx
         if current is None:
-            return (False, R.PENDING, "Waiting for RegistrationRequest"), agent, tx
+            return CondValue(False, R.PENDING, "Waiting for RegistrationRequest"), agent, tx
         rst = current.get("status") or {}
         agent = str(rst.get("agentId") or "") or agent
         tx = str(rst.get("registrationTxHash") or "") or tx
         phase = str(rst.get("phase") or "")
         if phase in (plan.Phase.REGISTERED, plan.Phase.OFF_CHAIN_ONLY):
-            return (True, c.Reason(phase), str(rst.get("message") or "Registration reconciled")), agent, tx
+            return (
+                CondValue(True, c.Reason(phase), str(rst.get("message") or "Registration reconciled")),
+                agent,
+                tx,
+            )
         reason = c.Reason(phase) if phase in {r.value for r in c.Reason} else R.PENDING
         return (
-            (False, reason, str(rst.get("message") or "Waiting for RegistrationRequest to finish")),
+            CondValue(False, reason, str(rst.get("message") or "Waiting for RegistrationRequest to finish")),
             agent,
             tx,
         )

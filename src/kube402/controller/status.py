@@ -1,6 +1,6 @@
 """The offer's condition set, computed from the offer and what the reconcile observed. Pure.
 
-Each ``*_condition`` returns (status, reason, message) exactly as SPEC section 3.1 words them; :func:`build`
+Each ``*_condition`` returns a :class:`CondValue` (status, reason, message) exactly as SPEC section 3.1 words them; :func:`build`
 assembles the ordered list with API-convention lastTransitionTime semantics and the Ready summary.
 """
 
@@ -28,7 +28,19 @@ __all__ = [
     "status_changed",
 ]
 
-CondValue = tuple[bool, c.Reason | str, str]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CondValue:
+    """One condition's value as a pass decides it: status (True/False), reason, message."""
+
+    ok: bool
+    reason: c.Reason | str
+    message: str
+
+    def astuple(self) -> tuple[bool, c.Reason | str, str]:
+        return (self.ok, self.reason, self.message)
+
+
 R = c.Reason
 
 
@@ -86,7 +98,7 @@ class GateOutcome:
 
     @property
     def ready(self) -> bool:
-        return self.value[0]
+        return self.value.ok
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,25 +119,25 @@ class Observed:
 
 def model_condition(offer: v1alpha1.ServiceOffer) -> CondValue:
     if offer.effective_type != v1alpha1.OfferType.INFERENCE:
-        return (True, R.SKIPPED, "HTTP offer does not require model preparation")
+        return CondValue(True, R.SKIPPED, "HTTP offer does not require model preparation")
     if offer.model is None or not offer.model.name:
-        return (False, R.MISSING_MODEL, "Inference offer is missing spec.model.name")
-    return (True, R.DECLARED, f"Model {offer.model.name} declared")
+        return CondValue(False, R.MISSING_MODEL, "Inference offer is missing spec.model.name")
+    return CondValue(True, R.DECLARED, f"Model {offer.model.name} declared")
 
 
 def registered_condition(offer: v1alpha1.ServiceOffer) -> CondValue:
     if not offer.registration.enabled:
-        return (True, R.DISABLED, "Registration disabled")
-    return (False, R.PENDING, REGISTRATION_UNAVAILABLE)
+        return CondValue(True, R.DISABLED, "Registration disabled")
+    return CondValue(False, R.PENDING, REGISTRATION_UNAVAILABLE)
 
 
-PAUSED: CondValue = (False, R.PAUSED, "Offer is paused")
-WAITING_FOR_UPSTREAM: CondValue = (
+PAUSED = CondValue(False, R.PAUSED, "Offer is paused")
+WAITING_FOR_UPSTREAM = CondValue(
     False,
     R.WAITING_FOR_UPSTREAM,
     "Waiting for upstream health before publishing payment gate",
 )
-WAITING_FOR_GATE: CondValue = (
+WAITING_FOR_GATE = CondValue(
     False,
     R.WAITING_FOR_PAYMENT_GATE,
     "Waiting for payment gate before publishing route",
@@ -133,15 +145,17 @@ WAITING_FOR_GATE: CondValue = (
 
 
 def gate_ready(proxy: bool) -> CondValue:
-    return (True, R.RECONCILED, "Proxy gate is present" if proxy else "Middleware is present")
+    return CondValue(True, R.RECONCILED, "Proxy gate is present" if proxy else "Middleware is present")
 
 
 def route_ready(path: str) -> CondValue:
-    return (True, R.RECONCILED, f"HTTPRoute published at {path}")
+    return CondValue(True, R.RECONCILED, f"HTTPRoute published at {path}")
 
 
 def waiting_for_ingress(route_name: str) -> CondValue:
-    return (False, R.WAITING_FOR_INGRESS, f"Waiting for the ingress to accept HTTPRoute {route_name}")
+    return CondValue(
+        False, R.WAITING_FOR_INGRESS, f"Waiting for the ingress to accept HTTPRoute {route_name}"
+    )
 
 
 def route_acceptance(
@@ -178,13 +192,13 @@ def route_acceptance(
                 reason = str(x.get("reason") or x.get("type"))
                 text = str(x.get("message") or "").strip()
                 message = f"Ingress reports {x.get('type')}=False for HTTPRoute {route_name}: {reason}"
-                return (False, reason, f"{message}: {text}"[:1024] if text else message)
+                return CondValue(False, reason, f"{message}: {text}"[:1024] if text else message)
         return route_ready(path)
     return waiting_for_ingress(route_name)
 
 
 def path_conflict(path: str, owner: tuple[str, str]) -> CondValue:
-    return (False, R.PATH_CONFLICT, f"Path {path} is already published by {owner[0]}/{owner[1]}")
+    return CondValue(False, R.PATH_CONFLICT, f"Path {path} is already published by {owner[0]}/{owner[1]}")
 
 
 def build(
@@ -200,15 +214,15 @@ def build(
         (c.ConditionType.MODEL_READY, observed.model),
         (
             c.ConditionType.UPSTREAM_HEALTHY,
-            (observed.upstream.healthy, observed.upstream.reason, observed.upstream.message),
+            CondValue(observed.upstream.healthy, observed.upstream.reason, observed.upstream.message),
         ),
         (c.ConditionType.PAYMENT_GATE_READY, observed.gate),
         (c.ConditionType.ROUTE_PUBLISHED, observed.route),
         (c.ConditionType.REGISTERED, observed.registered),
     ]
-    for ctype, (ok, reason, message) in values:
-        conds = c.set_condition(conds, type=ctype, status=ok, reason=reason, message=message, now=now)
-    all_ok = all(v[1][0] for v in values)
+    for ctype, v in values:
+        conds = c.set_condition(conds, type=ctype, status=v.ok, reason=v.reason, message=v.message, now=now)
+    all_ok = all(v[1].ok for v in values)
     conds = c.set_condition(
         conds,
         type=c.ConditionType.READY,

@@ -172,10 +172,10 @@ def test_plan_branch(
 ) -> None:
     o = offer(**overrides)
     p = plan.plan(o, up, owner, SETTINGS)
-    assert p.conditions.gate[1] == gate_reason
-    assert p.conditions.route[1] == route_reason
-    assert p.conditions.gate[0] is (gate_reason == R.RECONCILED)
-    assert p.conditions.route[0] is (route_reason == R.RECONCILED)
+    assert p.conditions.gate.reason == gate_reason
+    assert p.conditions.route.reason == route_reason
+    assert p.conditions.gate.ok is (gate_reason == R.RECONCILED)
+    assert p.conditions.route.ok is (route_reason == R.RECONCILED)
     assert p.conditions.model == status.model_condition(o)
     assert kinds(p.gate_objects) == gate_kinds
     assert kinds(p.route_objects) == route_kinds
@@ -203,7 +203,7 @@ def test_invalid_spec_joins_every_problem() -> None:
     p = plan.plan(
         offer(pay_to="nope", max_timeout_seconds=5), status.UpstreamObservation.not_probed(), None, SETTINGS
     )
-    assert p.conditions.gate[2].count(";") >= 1
+    assert p.conditions.gate.message.count(";") >= 1
 
 
 def test_plan_is_a_frozen_value() -> None:

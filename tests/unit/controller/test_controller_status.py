@@ -16,7 +16,7 @@ from kube402.controller import status
 T0 = dt.datetime(2026, 3, 27, 12, 0, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
 R = c.Reason
-OK: status.CondValue = (True, R.RECONCILED, "fine")
+OK = status.CondValue(True, R.RECONCILED, "fine")
 
 
 def make_offer(
@@ -44,6 +44,10 @@ def observed(**overrides: Any) -> status.Observed:
         "registered": (True, R.DISABLED, "Registration disabled"),
     }
     values.update(overrides)
+    # Condition values may be written as (status, reason, message) tuples in the tables below.
+    values = {
+        k: status.CondValue(*v) if isinstance(v, tuple) and len(v) == 3 else v for k, v in values.items()
+    }
     return status.Observed(**values)
 
 
@@ -86,7 +90,7 @@ class TestConditionStrings:
         ],
     )
     def test_model_ready(self, spec: dict[str, Any], expected: tuple[bool, str, str]) -> None:
-        assert status.model_condition(make_offer(spec)) == expected
+        assert status.model_condition(make_offer(spec)).astuple() == expected
 
     @pytest.mark.parametrize(
         ("obs", "expected"),
@@ -137,30 +141,34 @@ class TestConditionStrings:
         assert obs.message == text[:256] and len(obs.message) == 256
 
     def test_gate_route_and_registration_strings(self) -> None:
-        assert status.PAUSED == (False, "Paused", "Offer is paused")
-        assert status.WAITING_FOR_UPSTREAM == (
+        assert status.PAUSED.astuple() == (False, "Paused", "Offer is paused")
+        assert status.WAITING_FOR_UPSTREAM.astuple() == (
             False,
             "WaitingForUpstream",
             "Waiting for upstream health before publishing payment gate",
         )
-        assert status.WAITING_FOR_GATE == (
+        assert status.WAITING_FOR_GATE.astuple() == (
             False,
             "WaitingForPaymentGate",
             "Waiting for payment gate before publishing route",
         )
-        assert status.gate_ready(False) == (True, "Reconciled", "Middleware is present")
-        assert status.gate_ready(True) == (True, "Reconciled", "Proxy gate is present")
-        assert status.route_ready("/services/demo") == (
+        assert status.gate_ready(False).astuple() == (True, "Reconciled", "Middleware is present")
+        assert status.gate_ready(True).astuple() == (True, "Reconciled", "Proxy gate is present")
+        assert status.route_ready("/services/demo").astuple() == (
             True,
             "Reconciled",
             "HTTPRoute published at /services/demo",
         )
-        assert status.path_conflict("/p", ("other-ns", "older")) == (
+        assert status.path_conflict("/p", ("other-ns", "older")).astuple() == (
             False,
             "PathConflict",
             "Path /p is already published by other-ns/older",
         )
-        assert status.registered_condition(make_offer()) == (True, "Disabled", "Registration disabled")
+        assert status.registered_condition(make_offer()).astuple() == (
+            True,
+            "Disabled",
+            "Registration disabled",
+        )
 
     def test_ready_strings(self) -> None:
         ready = conds_of(status.build(make_offer(), observed(), now=T0))["Ready"]
@@ -356,25 +364,25 @@ class TestRouteAcceptance:
         ],
     )
     def test_no_verdict_yet_is_waiting(self, obj: dict[str, Any] | None) -> None:
-        assert self.verdict(obj) == (
+        assert self.verdict(obj).astuple() == (
             False,
             R.WAITING_FOR_INGRESS,
             "Waiting for the ingress to accept HTTPRoute so-demo",
         )
 
     def test_a_verdict_on_an_older_generation_is_waiting(self) -> None:
-        assert self.verdict(self.route([self.parent(gen=2)]))[1] == R.WAITING_FOR_INGRESS
+        assert self.verdict(self.route([self.parent(gen=2)])).reason == R.WAITING_FOR_INGRESS
 
     def test_another_gateways_verdict_does_not_count(self) -> None:
-        assert self.verdict(self.route([self.parent(name="other")]))[1] == R.WAITING_FOR_INGRESS
+        assert self.verdict(self.route([self.parent(name="other")])).reason == R.WAITING_FOR_INGRESS
 
     def test_refused_backend_reports_the_ingress_reason(self) -> None:
-        ok, reason, message = self.verdict(self.route([self.parent(resolved="False")]))
+        ok, reason, message = self.verdict(self.route([self.parent(resolved="False")])).astuple()
         assert (ok, reason) == (False, "BackendNotFound")
         assert "ResolvedRefs=False" in message and "type ExternalName is not supported" in message
 
     def test_not_accepted_reports_the_ingress_reason(self) -> None:
         p = self.parent(accepted="False")
         p["conditions"][0]["reason"] = "NotAllowedByListeners"
-        ok, reason, _ = self.verdict(self.route([p]))
+        ok, reason, _ = self.verdict(self.route([p])).astuple()
         assert (ok, reason) == (False, "NotAllowedByListeners")
