@@ -1,7 +1,8 @@
 """The offer's condition set, computed from the offer and what the reconcile observed. Pure.
 
-Each ``*_condition`` returns a :class:`CondValue` (status, reason, message) exactly as SPEC section 3.1 words them; :func:`build`
-assembles the ordered list with API-convention lastTransitionTime semantics and the Ready summary.
+Each ``*_condition`` returns a :class:`CondValue` (status, reason, message) exactly as SPEC section 3.1 words
+them; :func:`build` assembles the ordered list with API-convention lastTransitionTime semantics and the Ready
+summary.
 """
 
 from __future__ import annotations
