@@ -2,7 +2,7 @@
 
 Parsing is tolerant: kube402 may run against a cluster whose CRD is the original's looser schema, so
 ``ServiceOffer.from_dict`` never raises on a bad spec. Rules the schema should have enforced are re-checked
-by :func:`kube402.api.validation.problems` and reported on the offer's conditions.
+by :func:`kube402.api.validation.spec_problems` and reported on the offer's conditions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ __all__ = [
     "GateMode",
     "Metadata",
     "Model",
-    "OfferStatus",
     "OfferType",
     "Payment",
     "Registration",
@@ -141,15 +140,6 @@ class Registration:
     domains: tuple[str, ...] = ()
     supported_trust: tuple[str, ...] = ()
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OfferStatus:
-    raw: Mapping[str, Any]
-
-    @property
-    def agent_id(self) -> str:
-        return _str(self.raw.get("agentId"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -19,9 +19,7 @@ from kube402.api import v1alpha1
 __all__ = [
     "CondValue",
     "EventReason",
-    "GateOutcome",
     "Observed",
-    "RouteOutcome",
     "UpstreamObservation",
     "build",
     "model_condition",
@@ -91,20 +89,6 @@ class UpstreamObservation:
     @classmethod
     def not_probed(cls) -> UpstreamObservation:
         return cls(False, R.UNHEALTHY, "Upstream not probed: the offer's spec is invalid")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GateOutcome:
-    value: CondValue
-
-    @property
-    def ready(self) -> bool:
-        return self.value.ok
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RouteOutcome:
-    value: CondValue
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

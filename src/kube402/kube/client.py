@@ -9,7 +9,6 @@ bookmarks and 410 Gone. Every write of desired state is server-side apply with o
 from __future__ import annotations
 
 import builtins
-import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -289,12 +288,3 @@ class Kube:
     async def raw(self, method: str, path: str, **kw: Any) -> Any:
         """Escape hatch for endpoints without a Resource (``/readyz``, discovery)."""
         return await self._request(method, path, **kw)
-
-
-@contextlib.asynccontextmanager
-async def connected(**kw: Any) -> AsyncIterator[Kube]:
-    kube = Kube.connect(**kw)
-    try:
-        yield kube
-    finally:
-        await kube.aclose()
