@@ -27,6 +27,7 @@ import orjson
 from kube402.verifier import config as config_mod
 from kube402.verifier.metrics import Metrics
 from kube402.verifier.replay import ReplayStore, State
+from kube402.verifier.request import ForwardedRequest
 from kube402.verifier.routes import MatchKind, Route, RouteTable
 from kube402.x402 import codes, facilitator_client, headers, precheck, requirements
 
@@ -250,11 +251,9 @@ class Gate:
                 return self.error(403, Code.ROUTE_DENIED.value, "no priced route for this path")
             return Response(200, [], b"")
         route = match.route
-        method = (h("x-forwarded-method") or "GET").upper()
-        proto = h("x-forwarded-proto") or "http"
-        host = h("x-forwarded-host") or h("host") or "localhost"
-        resource = resource_url(proto, host, _path_only(uri))
-        admitted = await self.admit(route, h, resource_url=resource, method=method)
+        fwd = ForwardedRequest.parse(h, method=h("x-forwarded-method") or "GET", target=uri)
+        method = fwd.method
+        admitted = await self.admit(route, h, resource_url=fwd.resource_url, method=method)
         if isinstance(admitted, Response):
             return admitted
         extra: list[tuple[str, str]] = []
@@ -726,25 +725,6 @@ def cors_preflight(h: HeaderGetter) -> list[tuple[str, str]]:
 CORS_EXPOSE: Final = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.:\[\]-]{1,255}")
-
-
-def resource_url(proto: str, host: str, path: str) -> str:
-    """The challenge's resource URL from forwarded (attacker-reachable) parts, always valid UTF-8 text:
-    lone surrogates or undecodable bytes in a header become U+FFFD instead of failing the JSON encoder."""
-    url = f"{proto}://{host}{path}"
-    try:
-        url.encode("utf-8")
-    except UnicodeEncodeError:
-        url = url.encode("utf-8", "replace").decode("utf-8")
-    return url
-
-
-def _path_only(uri: str) -> str:
-    for ch in "?#":
-        i = uri.find(ch)
-        if i != -1:
-            uri = uri[:i]
-    return uri or "/"
 
 
 def _prefers_html(accept: str) -> bool:
