@@ -214,6 +214,10 @@ class Gate:
 
     # -- ForwardAuth ------------------------------------------------------------------------------------
 
+    def publish_table(self, table: RouteTable) -> None:
+        """Serve from ``table`` from now on (the route table keeper's callback)."""
+        self.table = table
+
     def trusted(self, peer: str | None) -> bool:
         nets = self.config.trusted_proxies
         if not nets:
