@@ -13,7 +13,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -183,38 +183,8 @@ def _int(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> in
     return value
 
 
-def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, list[str]]:
-    """Parse ``pricing.yaml``; returns the config and warnings (skipped routes, unknown keys)."""
-    try:
-        raw = yaml.load(text, Loader=_Loader) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"pricing.yaml is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("pricing.yaml must be a mapping")
-    warnings: list[str] = []
-    wallet = str(raw.get("wallet") or env.get("WALLET_ADDRESS") or "")
-    if wallet and not WALLET.fullmatch(wallet):
-        raise ConfigError(f"wallet {wallet!r} is not an address")
-    chain = str(raw.get("chain") or chains.DEFAULT_CHAIN)
-    try:
-        chains.lookup(chain)
-    except chains.UnknownNetworkError as err:
-        raise ConfigError(str(err)) from None
-    facilitator = validate_facilitator_url(str(raw.get("facilitatorURL") or DEFAULT_FACILITATOR))
-    unmatched = str(raw.get("unmatched") or "")
-    if unmatched not in ("", "allow", "deny"):
-        raise ConfigError("unmatched must be allow or deny")
-    status = _int(raw, "challengeStatus", 402, 401, 402)
-    proxies = []
-    for cidr in _list(raw, "trustedProxies"):
-        try:
-            proxies.append(ipaddress.ip_network(str(cidr), strict=False))
-        except ValueError:
-            raise ConfigError(f"trustedProxies entry {cidr!r} is not a CIDR") from None
-    rpc_urls = raw.get("rpcURLs") or {}
-    if not isinstance(rpc_urls, dict):
-        raise ConfigError("rpcURLs must map network to URL")
-    known = {
+TOP_KEYS: Final = frozenset(
+    {
         "wallet",
         "chain",
         "facilitatorURL",
@@ -236,8 +206,32 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
         "maxTargetBytes",
         "facilitatorTokenFile",
     }
-    warnings += [f"unknown key {k!r} ignored" for k in raw if k not in known]
+)
 
+
+def _load(text: str) -> dict[Any, Any]:
+    """The top-level mapping of ``pricing.yaml`` (an empty document is an empty mapping)."""
+    try:
+        raw = yaml.load(text, Loader=_Loader) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"pricing.yaml is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("pricing.yaml must be a mapping")
+    return raw
+
+
+def _trusted_proxies(raw: Mapping[str, Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    proxies = []
+    for cidr in _list(raw, "trustedProxies"):
+        try:
+            proxies.append(ipaddress.ip_network(str(cidr), strict=False))
+        except ValueError:
+            raise ConfigError(f"trustedProxies entry {cidr!r} is not a CIDR") from None
+    return proxies
+
+
+def _routes(raw: Mapping[str, Any], *, wallet: str, chain: str, warnings: list[str]) -> list[StaticRoute]:
+    """The ``routes`` list; malformed entries are skipped or kept as invalid (guarded), with a warning."""
     routes: list[StaticRoute] = []
     for i, r in enumerate(_list(raw, "routes")):
         if (
@@ -254,6 +248,32 @@ def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, li
             # Kept as an invalid route: its path is guarded (503), never left unmatched and served free.
             warnings.append(f"routes[{i}] ({r['pattern']}) not priced, path guarded: {err}")
             routes.append(StaticRoute(pattern=r["pattern"], price="", invalid=str(err)))
+    return routes
+
+
+def parse(text: str, *, env: Mapping[str, str] = os.environ) -> tuple[Config, list[str]]:
+    """Parse ``pricing.yaml``; returns the config and warnings (skipped routes, unknown keys)."""
+    raw = _load(text)
+    warnings: list[str] = []
+    wallet = str(raw.get("wallet") or env.get("WALLET_ADDRESS") or "")
+    if wallet and not WALLET.fullmatch(wallet):
+        raise ConfigError(f"wallet {wallet!r} is not an address")
+    chain = str(raw.get("chain") or chains.DEFAULT_CHAIN)
+    try:
+        chains.lookup(chain)
+    except chains.UnknownNetworkError as err:
+        raise ConfigError(str(err)) from None
+    facilitator = validate_facilitator_url(str(raw.get("facilitatorURL") or DEFAULT_FACILITATOR))
+    unmatched = str(raw.get("unmatched") or "")
+    if unmatched not in ("", "allow", "deny"):
+        raise ConfigError("unmatched must be allow or deny")
+    status = _int(raw, "challengeStatus", 402, 401, 402)
+    proxies = _trusted_proxies(raw)
+    rpc_urls = raw.get("rpcURLs") or {}
+    if not isinstance(rpc_urls, dict):
+        raise ConfigError("rpcURLs must map network to URL")
+    warnings += [f"unknown key {k!r} ignored" for k in raw if k not in TOP_KEYS]
+    routes = _routes(raw, wallet=wallet, chain=chain, warnings=warnings)
     return Config(
         wallet=wallet,
         chain=chain,

@@ -27,6 +27,7 @@ import orjson
 from kube402.verifier import config as config_mod
 from kube402.verifier.metrics import Metrics
 from kube402.verifier.replay import ReplayStore, State
+from kube402.verifier.request import ForwardedRequest
 from kube402.verifier.routes import MatchKind, Route, RouteTable
 from kube402.x402 import codes, facilitator_client, headers, precheck, requirements
 
@@ -213,6 +214,10 @@ class Gate:
 
     # -- ForwardAuth ------------------------------------------------------------------------------------
 
+    def publish_table(self, table: RouteTable) -> None:
+        """Serve from ``table`` from now on (the route table keeper's callback)."""
+        self.table = table
+
     def trusted(self, peer: str | None) -> bool:
         nets = self.config.trusted_proxies
         if not nets:
@@ -250,11 +255,9 @@ class Gate:
                 return self.error(403, Code.ROUTE_DENIED.value, "no priced route for this path")
             return Response(200, [], b"")
         route = match.route
-        method = (h("x-forwarded-method") or "GET").upper()
-        proto = h("x-forwarded-proto") or "http"
-        host = h("x-forwarded-host") or h("host") or "localhost"
-        resource = resource_url(proto, host, _path_only(uri))
-        admitted = await self.admit(route, h, resource_url=resource, method=method)
+        fwd = ForwardedRequest.parse(h, method=h("x-forwarded-method") or "GET", target=uri)
+        method = fwd.method
+        admitted = await self.admit(route, h, resource_url=fwd.resource_url, method=method)
         if isinstance(admitted, Response):
             return admitted
         extra: list[tuple[str, str]] = []
@@ -287,62 +290,17 @@ class Gate:
         ``proxy``: the proxy gate asks; a CORS preflight is answered here with CORS headers (there is no
         upstream answer to pass on), and an authorization must outlive the upstream call plus a settle.
         """
-        m = self.metrics
-        labels = route.labels
-        m.requests.inc(labels)
+        self.metrics.requests.inc(route.labels)
         if method == "OPTIONS" and h("access-control-request-method"):
             return Response(204 if proxy else 200, cors_preflight(h) if proxy else [], b"")
         accept = h("accept")
         challenge = route.priced.challenge(resource_url)
-        sig = h("payment-signature")
-        xpay = h("x-payment")
-        if not sig and not xpay:
-            m.payment_required.inc(labels)
-            return self.challenge_response(challenge, accept=accept)
-        if sig and xpay and sig != xpay:
-            return self._bad(
-                route,
-                challenge,
-                Code.CONFLICTING_PAYMENT_HEADERS,
-                "PAYMENT-SIGNATURE and X-PAYMENT carry different payments",
-            )
-        value = sig or xpay or ""
-        limit = self.config.max_payment_header_bytes
-        if len(value) > limit:
-            m.failed.inc(labels)
-            m.failures.inc((*labels, Code.PAYMENT_HEADER_TOO_LARGE.value))
-            return self.error(
-                431,
-                Code.PAYMENT_HEADER_TOO_LARGE.value,
-                f"payment header larger than {limit} bytes",
-                (headers.PAYMENT_REQUIRED, challenge.header),
-            )
-        try:
-            decoded = headers.decode_payment_header(value, max_bytes=limit, accept_v1=self.config.accept_v1)
-        except headers.PaymentHeaderError as err:
-            return self._bad(route, challenge, err.code, err.message)
-        requirement = requirements.match_requirement(decoded, route.priced.requirements)
-        if requirement is None:
-            return self.refuse(
-                route,
-                challenge,
-                Code.REQUIREMENTS_MISMATCH.value,
-                metric_reason=Code.REQUIREMENTS_MISMATCH.value,
-                accept=accept,
-            )
-        now = int(self.clock())
-        problem = precheck.check(
-            decoded, requirement, now=now, max_validity_seconds=self.config.max_validity_seconds
-        )
-        if (
-            problem is None
-            and proxy
-            and not route.settle_before_upstream
-            and decoded.authorization.valid_before < now + self.min_proxy_window()
-        ):
-            problem = Code.VALID_BEFORE
-        if problem is not None:
-            return self.refuse(route, challenge, problem.value, metric_reason=problem.value, accept=accept)
+        decoded = self._decode_payment(route, challenge, h, accept=accept)
+        if isinstance(decoded, Response):
+            return decoded
+        requirement = self._check_payment(route, challenge, decoded, accept=accept, proxy=proxy)
+        if isinstance(requirement, Response):
+            return requirement
         auth = decoded.authorization
         key = (
             requirement.chain.chain_id,
@@ -351,36 +309,10 @@ class Gate:
             auth.nonce.hex(),
         )
         payload_hash = hashlib.sha256(orjson.dumps(decoded.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        existing = self.replay.begin(key, payload_hash=payload_hash)
-        pending_tx: str | None = None
-        pending_claim = ""
-        if existing is not None:
-            if existing.state is State.IN_FLIGHT:
-                m.failed.inc(labels)
-                m.failures.inc((*labels, Code.PAYMENT_IN_PROGRESS.value))
-                return self.error(
-                    409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed"
-                )
-            if existing.state is State.HEAD_USED and method != "HEAD":
-                self.replay.take_over(key)  # a HEAD was served with it; the paid request may follow
-            elif existing.state is State.PENDING:
-                if existing.payload_hash != payload_hash:
-                    return self.unavailable(
-                        route,
-                        Code.SETTLEMENT_PENDING,
-                        "an earlier settlement of this authorization is unresolved",
-                    )
-                self.replay.take_over(key)
-                pending_tx = existing.tx
-                pending_claim = existing.claim
-            else:
-                return self.refuse(
-                    route,
-                    challenge,
-                    Code.NONCE_ALREADY_USED.value,
-                    metric_reason=Code.NONCE_ALREADY_USED.value,
-                    accept=accept,
-                )
+        reserved = self._reserve(route, challenge, key, payload_hash, method=method, accept=accept)
+        if isinstance(reserved, Response):
+            return reserved
+        pending_tx, pending_claim = reserved
         try:
             server_reqs = challenge.server_requirements(requirement, version=decoded.version)
         except ValueError:
@@ -407,6 +339,118 @@ class Gate:
             self.replay.drop(key)  # cancelled (client gone) or a bug: nothing may stay in flight
             self._release_claim(admitted)
             raise
+
+    def _decode_payment(
+        self, route: Route, challenge: requirements.Challenge, h: HeaderGetter, *, accept: str | None
+    ) -> headers.DecodedPayment | Response:
+        """SPEC 7.7 steps 5-7: the decoded payment header, or the challenge / refusal to answer with."""
+        m = self.metrics
+        labels = route.labels
+        sig = h("payment-signature")
+        xpay = h("x-payment")
+        if not sig and not xpay:
+            m.payment_required.inc(labels)
+            return self.challenge_response(challenge, accept=accept)
+        if sig and xpay and sig != xpay:
+            return self._bad(
+                route,
+                challenge,
+                Code.CONFLICTING_PAYMENT_HEADERS,
+                "PAYMENT-SIGNATURE and X-PAYMENT carry different payments",
+            )
+        value = sig or xpay or ""
+        limit = self.config.max_payment_header_bytes
+        if len(value) > limit:
+            m.failed.inc(labels)
+            m.failures.inc((*labels, Code.PAYMENT_HEADER_TOO_LARGE.value))
+            return self.error(
+                431,
+                Code.PAYMENT_HEADER_TOO_LARGE.value,
+                f"payment header larger than {limit} bytes",
+                (headers.PAYMENT_REQUIRED, challenge.header),
+            )
+        try:
+            return headers.decode_payment_header(value, max_bytes=limit, accept_v1=self.config.accept_v1)
+        except headers.PaymentHeaderError as err:
+            return self._bad(route, challenge, err.code, err.message)
+
+    def _check_payment(
+        self,
+        route: Route,
+        challenge: requirements.Challenge,
+        decoded: headers.DecodedPayment,
+        *,
+        accept: str | None,
+        proxy: bool,
+    ) -> requirements.Requirement | Response:
+        """SPEC 7.7 steps 8-9: the requirement the payment binds to, or the refusal (mismatch, precheck)."""
+        requirement = requirements.match_requirement(decoded, route.priced.requirements)
+        if requirement is None:
+            return self.refuse(
+                route,
+                challenge,
+                Code.REQUIREMENTS_MISMATCH.value,
+                metric_reason=Code.REQUIREMENTS_MISMATCH.value,
+                accept=accept,
+            )
+        now = int(self.clock())
+        problem = precheck.check(
+            decoded, requirement, now=now, max_validity_seconds=self.config.max_validity_seconds
+        )
+        if (
+            problem is None
+            and proxy
+            and not route.settle_before_upstream
+            and decoded.authorization.valid_before < now + self.min_proxy_window()
+        ):
+            problem = Code.VALID_BEFORE
+        if problem is not None:
+            return self.refuse(route, challenge, problem.value, metric_reason=problem.value, accept=accept)
+        return requirement
+
+    def _reserve(
+        self,
+        route: Route,
+        challenge: requirements.Challenge,
+        key: tuple[int, str, str, str],
+        payload_hash: str,
+        *,
+        method: str,
+        accept: str | None,
+    ) -> tuple[str | None, str] | Response:
+        """SPEC 7.7 step 10: claim the nonce in the replay store.
+
+        Returns ``(pending_tx, pending_claim)`` (both empty unless an unresolved settlement of this same
+        payload is taken over), or the refusal when the nonce is in flight, pending for another payload or used.
+        """
+        existing = self.replay.begin(key, payload_hash=payload_hash)
+        if existing is None:
+            return None, ""
+        m = self.metrics
+        labels = route.labels
+        if existing.state is State.IN_FLIGHT:
+            m.failed.inc(labels)
+            m.failures.inc((*labels, Code.PAYMENT_IN_PROGRESS.value))
+            return self.error(409, Code.PAYMENT_IN_PROGRESS.value, "this payment is already being processed")
+        if existing.state is State.HEAD_USED and method != "HEAD":
+            self.replay.take_over(key)  # a HEAD was served with it; the paid request may follow
+            return None, ""
+        if existing.state is State.PENDING:
+            if existing.payload_hash != payload_hash:
+                return self.unavailable(
+                    route,
+                    Code.SETTLEMENT_PENDING,
+                    "an earlier settlement of this authorization is unresolved",
+                )
+            self.replay.take_over(key)
+            return existing.tx, existing.claim
+        return self.refuse(
+            route,
+            challenge,
+            Code.NONCE_ALREADY_USED.value,
+            metric_reason=Code.NONCE_ALREADY_USED.value,
+            accept=accept,
+        )
 
     def min_proxy_window(self) -> int:
         """Shortest ``validBefore - now`` the proxy gate accepts when it settles after the upstream."""
@@ -529,29 +573,7 @@ class Gate:
         if fac is None:
             self._pending(a, a.pending_tx or "")
             return self.unavailable(route, Code.FACILITATOR_UNAVAILABLE, "no facilitator configured")
-        result = None
-        known_tx = a.pending_tx or ""
-        unknown = a.pending_tx is not None
-        for attempt in range(2):
-            if attempt:
-                await asyncio.sleep(self.settle_retry_delay)
-            start = time.perf_counter()
-            try:
-                result = await fac.client.settle(
-                    a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
-                )
-            except facilitator_client.FacilitatorUnavailable as err:
-                self.metrics.facilitator.labels("settle", "unknown").observe(time.perf_counter() - start)
-                log.warning("facilitator settle outcome unknown: %s", err)
-                result = None
-                unknown = True
-                continue
-            known_tx = result.transaction or known_tx
-            outcome = "pending" if result.pending else ("success" if result.success else "failed")
-            self.metrics.facilitator.labels("settle", outcome).observe(time.perf_counter() - start)
-            if not result.pending:
-                break
-            unknown = True
+        result, known_tx, unknown = await self._settle_attempts(a, fac)
         receipt_name = headers.receipt_header(a.decoded.version)
         if result is not None and not result.pending and not result.success and unknown:
             verdict = await self._ask_chain(a)
@@ -595,6 +617,39 @@ class Gate:
                 extra=((receipt_name, receipt),),
             )
         return self._settled(a, receipt_name, result.raw, result.transaction)
+
+    async def _settle_attempts(
+        self, a: Admitted, fac: Facilitator
+    ) -> tuple[facilitator_client.SettleResult | None, str, bool]:
+        """Call the facilitator's settle up to twice (again after an unknown or pending outcome).
+
+        Returns the last answer (None when the outcome is unknown), the best known transaction hash, and
+        whether any attempt may have reached the chain without a final answer.
+        """
+        result = None
+        known_tx = a.pending_tx or ""
+        unknown = a.pending_tx is not None
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(self.settle_retry_delay)
+            start = time.perf_counter()
+            try:
+                result = await fac.client.settle(
+                    a.decoded.raw, a.server_requirements, version=a.decoded.version, claim=a.claim
+                )
+            except facilitator_client.FacilitatorUnavailable as err:
+                self.metrics.facilitator.labels("settle", "unknown").observe(time.perf_counter() - start)
+                log.warning("facilitator settle outcome unknown: %s", err)
+                result = None
+                unknown = True
+                continue
+            known_tx = result.transaction or known_tx
+            outcome = "pending" if result.pending else ("success" if result.success else "failed")
+            self.metrics.facilitator.labels("settle", outcome).observe(time.perf_counter() - start)
+            if not result.pending:
+                break
+            unknown = True
+        return result, known_tx, unknown
 
     def _settled(self, a: Admitted, receipt_name: str, raw: Any, tx: str) -> tuple[str, str, str]:
         a.done = True
@@ -674,25 +729,6 @@ def cors_preflight(h: HeaderGetter) -> list[tuple[str, str]]:
 CORS_EXPOSE: Final = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.:\[\]-]{1,255}")
-
-
-def resource_url(proto: str, host: str, path: str) -> str:
-    """The challenge's resource URL from forwarded (attacker-reachable) parts, always valid UTF-8 text:
-    lone surrogates or undecodable bytes in a header become U+FFFD instead of failing the JSON encoder."""
-    url = f"{proto}://{host}{path}"
-    try:
-        url.encode("utf-8")
-    except UnicodeEncodeError:
-        url = url.encode("utf-8", "replace").decode("utf-8")
-    return url
-
-
-def _path_only(uri: str) -> str:
-    for ch in "?#":
-        i = uri.find(ch)
-        if i != -1:
-            uri = uri[:i]
-    return uri or "/"
 
 
 def _prefers_html(accept: str) -> bool:

@@ -68,7 +68,10 @@ class Verifier:
         )
         self._rpcs: dict[str, Any] = {}
         self.keeper = TableKeeper(
-            self.gate, default_gate_mode=options.default_gate_mode, secrets=self._secret
+            self.gate,
+            default_gate_mode=options.default_gate_mode,
+            secrets=self._secret,
+            publish=self.gate.publish_table,
         )
         self.proxy = ProxyGate(self.gate, resolve=self._resolve)
         self.kube: Kube | None = None

@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
 
-from kube402.verifier.gate import CORS_EXPOSE, Admitted, Gate, Response, resource_url
+from kube402.verifier.gate import CORS_EXPOSE, Admitted, Gate, Response
+from kube402.verifier.request import ForwardedRequest
 from kube402.verifier.routes import MatchKind, Route, normalize_path
 from kube402.x402 import codes
 
@@ -163,15 +164,9 @@ class ProxyGate:
         if match.route is None:
             return await _send(out, gate.error(404, Code.ROUTE_NOT_FOUND.value, "no offer at this path"))
         route = match.route
-        path = req.target.split("?", 1)[0].split("#", 1)[0]
-        proto = req.header("x-forwarded-proto") or "http"
-        host = req.header("x-forwarded-host") or req.header("host") or "localhost"
+        fwd = ForwardedRequest.parse(req.header, method=req.method, target=req.target)
         admitted = await gate.admit(
-            route,
-            req.header,
-            resource_url=resource_url(proto, host, path),
-            method=req.method.upper(),
-            proxy=True,
+            route, req.header, resource_url=fwd.resource_url, method=fwd.method, proxy=True
         )
         if isinstance(admitted, Response):
             return await _send(out, _with_cors(admitted, req))

@@ -35,8 +35,11 @@ class TableKeeper:
         secrets: Callable[[str], Mapping[str, Any] | None] = lambda _ns: None,
         debounce: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
+        publish: Callable[[RouteTable], None] | None = None,
     ) -> None:
+        """``publish`` receives every rebuilt table (default: :meth:`Gate.publish_table` of ``gate``)."""
         self.gate = gate
+        self.publish = publish if publish is not None else gate.publish_table
         self.default_gate_mode = default_gate_mode
         self.secrets = secrets
         self.debounce = debounce
@@ -145,7 +148,7 @@ class TableKeeper:
         guards += [Guard(p, "deleted") for p in self.deleted if p not in live]
         routes.sort(key=lambda r: r.pattern)
         table = RouteTable.build(offer_routes=routes, static_routes=self.static, guards=guards)
-        self.gate.table = table
+        self.publish(table)
         self.rebuilds += 1
         m = self.gate.metrics
         m.routes.labels("offer").set(sum(1 for r in table.routes if r.source == "offer"))

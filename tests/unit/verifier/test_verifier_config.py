@@ -327,3 +327,13 @@ def test_config_is_frozen() -> None:
     cfg = config_mod.Config()
     with pytest.raises(AttributeError):
         cfg.wallet = "x"  # type: ignore[misc]
+
+
+def test_table_keeper_publishes_through_its_callback() -> None:
+    env = make_env()
+    before = env.gate.table
+    published: list[object] = []
+    k = TableKeeper(env.gate, debounce=0.001, publish=published.append)
+    table = k.rebuild()
+    assert published == [table]
+    assert env.gate.table is before  # the keeper never writes the gate's table itself
