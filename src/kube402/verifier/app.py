@@ -46,6 +46,7 @@ class VerifierApp:
     def __init__(self, gate: Gate, *, proxy: ProxyGate | None = None) -> None:
         self.gate = gate
         self.proxy = proxy
+        self._proxy_app = ProxyApp(proxy) if proxy is not None else None  # one for all requests
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         path = scope.path
@@ -66,8 +67,8 @@ class VerifierApp:
             protocol.response_bytes(
                 200, [("content-type", "text/plain; version=0.0.4")], self.gate.metrics.render()
             )
-        elif self.proxy is not None:
-            await ProxyApp(self.proxy).__rsgi__(scope, protocol)
+        elif self._proxy_app is not None:
+            await self._proxy_app.__rsgi__(scope, protocol)
         else:
             protocol.response_bytes(404, _JSON, b'{"error":"not_found","message":"unknown endpoint"}')
 

@@ -346,8 +346,8 @@ class Gate:
         """SPEC 7.7 steps 5-7: the decoded payment header, or the challenge / refusal to answer with."""
         m = self.metrics
         labels = route.labels
-        sig = h("payment-signature")
-        xpay = h("x-payment")
+        sig = h(_PAYMENT_SIGNATURE)
+        xpay = h(_X_PAYMENT)
         if not sig and not xpay:
             m.payment_required.inc(labels)
             return self.challenge_response(challenge, accept=accept)
@@ -709,7 +709,7 @@ def cors_preflight(h: HeaderGetter) -> list[tuple[str, str]]:
     method = (h("access-control-request-method") or "").strip()
     asked = [n.strip() for n in (h("access-control-request-headers") or "").split(",")]
     names = [n for n in asked if n and _TOKEN.fullmatch(n)]
-    for extra in ("payment-signature", "x-payment", "content-type"):
+    for extra in (_PAYMENT_SIGNATURE, _X_PAYMENT, "content-type"):
         if extra not in (n.lower() for n in names):
             names.append(extra)
     methods = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
@@ -726,7 +726,11 @@ def cors_preflight(h: HeaderGetter) -> list[tuple[str, str]]:
     return out
 
 
-CORS_EXPOSE: Final = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
+_PAYMENT_SIGNATURE: Final = headers.PAYMENT_SIGNATURE.lower()
+_X_PAYMENT: Final = headers.X_PAYMENT.lower()
+CORS_EXPOSE: Final = ", ".join(
+    (headers.PAYMENT_REQUIRED, headers.PAYMENT_RESPONSE, headers.X_PAYMENT_RESPONSE)
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.:\[\]-]{1,255}")
 

@@ -19,7 +19,7 @@ import httpx
 from kube402.verifier.gate import CORS_EXPOSE, Admitted, Gate, Response
 from kube402.verifier.request import ForwardedRequest
 from kube402.verifier.routes import MatchKind, Route, normalize_path
-from kube402.x402 import codes
+from kube402.x402 import codes, headers
 
 __all__ = ["ProxyGate", "ProxyRequest", "Responder"]
 
@@ -42,7 +42,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 """Not copied between hops. (A request's Content-Length is passed on when the body is streamed unchanged.)"""
-STRIP_REQUEST = frozenset({"payment-signature", "x-payment"})
+_X_PAYMENT_PREFIX = headers.X_PAYMENT.lower()  # and every X-PAYMENT-* header
+STRIP_REQUEST = frozenset({headers.PAYMENT_SIGNATURE.lower(), headers.X_PAYMENT.lower()})
 MAX_PROXY_TARGET_BYTES = 60000
 """The upstream URL (base + target) must stay below httpx's 64 KiB URL limit."""
 
@@ -256,7 +257,7 @@ class ProxyGate:
         fwd: list[tuple[str, str]] = []
         xff = ""
         for k, v in req.headers:
-            if k in HOP_BY_HOP or k in STRIP_REQUEST or k.startswith("x-payment"):
+            if k in HOP_BY_HOP or k in STRIP_REQUEST or k.startswith(_X_PAYMENT_PREFIX):
                 continue
             if k == "authorization" and route.upstream_auth:
                 continue
